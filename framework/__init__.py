@@ -1,0 +1,1 @@
+"""Diffusion samplers, training modules, callbacks and metrics (see DESIGN.md)."""

@@ -1,0 +1,15 @@
+"""Samplers: plain PyTorch functions of a denoiser, built by name.
+
+Importing this package does not import Lightning or any network class.
+"""
+
+from . import ddim  # noqa: F401  (registers ddpm, ddim)
+from .base import Option, Sampler
+from .grids import GRID_KINDS, make_grid, validate_grid
+from .noise import randn, randn_like, sample_generators
+from .registry import available_samplers, build_from_config, build_sampler, register, sampler_class
+
+__all__ = [
+    "Option", "Sampler", "GRID_KINDS", "make_grid", "validate_grid", "randn", "randn_like", "sample_generators",
+    "available_samplers", "build_from_config", "build_sampler", "register", "sampler_class",
+]

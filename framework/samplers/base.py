@@ -1,0 +1,172 @@
+"""The sampler interface: validated, serialisable options around a stateless solver loop.
+
+A sampler subclass declares its options (`OPTIONS`), how many steps an NFE budget
+buys (`steps_for_nfe`), and the loop itself (`solve`), a pure function of the
+denoiser, the starting noise, one explicit time grid, a generator and a per-step
+callback. The object keeps no state between calls (diffusers#8711).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Optional
+
+import torch
+
+from ..diffusion.denoiser import Denoiser, as_denoiser
+from ..diffusion.schedules import VPSchedule
+from .grids import GRID_KINDS, make_grid, validate_grid
+
+
+@dataclass(frozen=True)
+class Option:
+    """One sampler setting: its default, and either the allowed values or a check with its description."""
+
+    default: Any
+    choices: Optional[tuple] = None
+    check: Optional[Callable[[Any], bool]] = None
+    allowed: str = ""
+    doc: str = ""
+
+    def validate(self, sampler: str, name: str, value: Any) -> Any:
+        if self.choices is not None and value not in self.choices:
+            raise ValueError(
+                f"sampler {sampler!r}: option {name}={value!r} is not allowed; allowed: "
+                + ", ".join(repr(c) for c in self.choices)
+            )
+        if self.check is not None:
+            try:
+                ok = bool(self.check(value))
+            except (TypeError, ValueError):
+                ok = False
+            if not ok:
+                raise ValueError(f"sampler {sampler!r}: option {name}={value!r} is not allowed; allowed: {self.allowed}")
+        return value
+
+
+def positive_int(allowed_max: Optional[int] = None) -> Callable[[Any], bool]:
+    return lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1 and (allowed_max is None or v <= allowed_max)
+
+
+BOOL = (True, False)
+
+BASE_OPTIONS: dict[str, Option] = {
+    "grid": Option("time_uniform", choices=GRID_KINDS, doc="time-step schedule of the grid"),
+    "rho": Option(7.0, check=lambda v: float(v) > 0, allowed="a number > 0", doc="exponent of the 'karras' grid"),
+    "final_denoise": Option(
+        False, choices=BOOL, doc="after the last step, return the model's x0 prediction at t_min (one more NFE)"
+    ),
+}
+
+
+class Sampler:
+    """Base class. Subclasses set `name`, `OPTIONS`, and implement `solve` (and `steps_for_nfe` if needed)."""
+
+    name: str = "sampler"
+    OPTIONS: dict[str, Option] = {}
+    #: network evaluations one step costs (multistep methods: 1)
+    evals_per_step: int = 1
+
+    def __init__(self, **options: Any):
+        spec = self.option_spec()
+        unknown = sorted(set(options) - set(spec))
+        if unknown:
+            raise ValueError(
+                f"sampler {self.name!r}: unknown option(s) {', '.join(unknown)}; allowed: {', '.join(sorted(spec))}"
+            )
+        values = {k: o.default for k, o in spec.items()}
+        values.update(options)
+        self.options = {k: spec[k].validate(self.name, k, v) for k, v in values.items()}
+        self.check_options()
+
+    @classmethod
+    def option_spec(cls) -> dict[str, Option]:
+        return {**BASE_OPTIONS, **cls.OPTIONS}
+
+    def check_options(self) -> None:
+        """Cross-option checks; raise ValueError naming the options."""
+
+    def to_config(self) -> dict:
+        return {"name": self.name, **self.options}
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in self.options.items())})"
+
+    # --- NFE accounting --------------------------------------------------------
+    def min_nfe(self) -> int:
+        return self.evals_per_step + int(self.options["final_denoise"])
+
+    def steps_for_nfe(self, nfe: int) -> int:
+        """Number of grid intervals an NFE budget buys; raise ValueError when the method cannot use it exactly."""
+        budget = nfe - int(self.options["final_denoise"])
+        if budget < self.evals_per_step or budget % self.evals_per_step:
+            raise ValueError(
+                f"sampler {self.name!r}: nfe={nfe} is not allowed; allowed: "
+                f"{self.evals_per_step} x steps{' + 1 (final_denoise)' if self.options['final_denoise'] else ''}, "
+                f"at least {self.min_nfe()}"
+            )
+        return budget // self.evals_per_step
+
+    def nfe_for_steps(self, steps: int) -> int:
+        return steps * self.evals_per_step + int(self.options["final_denoise"])
+
+    def check_nfe(self, nfe: Any) -> int:
+        if isinstance(nfe, bool) or not isinstance(nfe, int) or nfe < 1:
+            raise ValueError(f"nfe must be a positive integer, got {nfe!r}")
+        self.steps_for_nfe(nfe)
+        return nfe
+
+    def timesteps(self, nfe: int, schedule: VPSchedule, device=None) -> torch.Tensor:
+        """The time grid t_0 = t_max > ... > t_M = t_min (float64) that `nfe` evaluations buy."""
+        steps = self.steps_for_nfe(self.check_nfe(nfe))
+        return make_grid(self.options["grid"], steps, schedule, rho=float(self.options["rho"]), device=device)
+
+    # --- sampling --------------------------------------------------------------
+    def sample(
+        self,
+        model,
+        x_T: torch.Tensor,
+        nfe: Optional[int],
+        schedule: VPSchedule,
+        generator=None,
+        progress: bool = False,
+        callback: Optional[Callable[[dict], None]] = None,
+        timesteps: Optional[torch.Tensor] = None,
+    ) -> torch.Tensor:
+        """Integrate from x_T at t_max to t_min with `nfe` network evaluations.
+
+        `model`: a Denoiser, or a callable model(x, t) predicting noise. `generator`: a
+        torch.Generator, or a list with one per sample (stochastic samplers only).
+        `timesteps`: an explicit decreasing grid (then `nfe` may be None; if given it must match).
+        `callback`: called after every step with a dict(i, t, t_next, x, x0).
+        """
+        denoiser = as_denoiser(model, schedule)
+        if timesteps is None:
+            grid = self.timesteps(nfe, schedule, device=x_T.device)
+        else:
+            grid = validate_grid(timesteps, schedule, device=x_T.device)
+            expected = self.nfe_for_steps(len(grid) - 1)
+            if nfe is not None and self.check_nfe(nfe) != expected:
+                raise ValueError(f"nfe={nfe} does not match the {len(grid) - 1}-step grid given, which costs {expected}")
+        start = denoiser.nfe
+        steps = _progress(len(grid) - 1, progress, self.name)
+        x = self.solve(denoiser, x_T, grid, generator=generator, callback=callback, steps=steps)
+        if self.options["final_denoise"]:
+            x = denoiser.x0(x, grid[-1])
+        used = denoiser.nfe - start
+        if used != self.nfe_for_steps(len(grid) - 1):
+            raise RuntimeError(f"sampler {self.name!r} used {used} evaluations, promised {self.nfe_for_steps(len(grid) - 1)}")
+        return x
+
+    def solve(self, denoiser: Denoiser, x: torch.Tensor, grid: torch.Tensor, generator=None, callback=None, steps=None):
+        raise NotImplementedError
+
+
+def _progress(n: int, enabled: bool, name: str):
+    if not enabled:
+        return range(n)
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:  # pragma: no cover - tqdm ships with lightning
+        return range(n)
+    return tqdm(range(n), desc=name, leave=False)
