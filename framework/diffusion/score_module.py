@@ -1,0 +1,113 @@
+"""ScoreDiffusion: the LightningModule that trains a noise-prediction network on a VP schedule.
+
+It owns only training: the loss, EMA weights, the optimizer. Sampling and evaluation live
+in framework.generate and the callbacks; a checkpoint holds the config, the schedule and the
+EMA weights, so `ScoreDiffusion.load_from_checkpoint(path)` is all sample.py needs.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Optional
+
+import lightning as L
+import torch
+
+from ..config import to_dict
+from .denoiser import Denoiser
+from .ema import EMA
+from .losses import diffusion_loss, sample_time
+from .optim import build_optimizer
+from .schedules import schedule_from_config
+
+NETWORKS = ("unet", "mlp")
+
+
+def build_network(model_cfg: dict, data_shape, num_classes: Optional[int]):
+    """The network named by model.name ('unet' for images, 'mlp' for vectors) with the remaining options."""
+    model_cfg = dict(model_cfg)
+    name = model_cfg.pop("name", "unet")
+    conditional = model_cfg.pop("class_conditional", False)
+    classes = num_classes if conditional else None
+    if conditional and not num_classes:
+        raise ValueError("model.class_conditional=true needs a data set with labels (num_classes)")
+    if name == "unet":
+        from models.unet import UNet
+
+        return UNet(in_channels=data_shape[0], image_size=data_shape[-1], num_classes=classes, **model_cfg)
+    if name == "mlp":
+        from models.mlp import MLPDenoiser
+
+        return MLPDenoiser(dim=data_shape[0], num_classes=classes, **model_cfg)
+    raise ValueError(f"unknown model.name {name!r}; allowed: {', '.join(NETWORKS)}")
+
+
+class ScoreDiffusion(L.LightningModule):
+    """Noise-prediction training (Ho et al. 2020, Algorithm 1) with label dropout for classifier-free guidance."""
+
+    def __init__(self, config: dict, data_shape: tuple, num_classes: Optional[int] = None):
+        super().__init__()
+        config = to_dict(config)
+        self.save_hyperparameters({"config": config, "data_shape": list(data_shape), "num_classes": num_classes})
+        diff = dict(config.get("diffusion", {}))
+        self.schedule = schedule_from_config(diff.get("schedule", {"kind": "discrete_linear"}))
+        self.prediction = diff.get("prediction", "eps")
+        self.label_dropout = float(diff.get("label_dropout", 0.1))
+        self.data_shape = tuple(data_shape)
+        self.net = build_network(config.get("model", {}), self.data_shape, num_classes)
+        self.conditional = getattr(self.net, "num_classes", None) is not None
+        self.ema = EMA(self.net, decay=float(diff.get("ema_decay", 0.999)))
+        self.seed = int(config.get("seed", 0))
+
+    # --- training --------------------------------------------------------------
+    def _step_generator(self, offset: int = 0) -> torch.Generator:
+        """Noise for this step depends on (seed, step, rank): ranks never share noise, and resuming replays it."""
+        g = torch.Generator()
+        g.manual_seed(hash((self.seed, int(self.global_step), self.global_rank, offset)) % (2**62))
+        return g
+
+    def _labels(self, y: torch.Tensor, g: torch.Generator) -> Optional[torch.Tensor]:
+        if not self.conditional:
+            return None
+        drop = torch.rand(y.shape, generator=g) < self.label_dropout
+        return torch.where(drop.to(y.device), torch.full_like(y, self.net.null_label), y)
+
+    def _loss(self, batch, g: torch.Generator) -> torch.Tensor:
+        x0, y = batch
+        t = sample_time(self.schedule, x0.shape[0], g, device=x0.device)
+        noise = torch.randn(x0.shape, generator=g, dtype=x0.dtype).to(x0.device)
+        return diffusion_loss(self.net, self.schedule, x0, t, noise, self._labels(y, g), self.prediction)
+
+    def training_step(self, batch, batch_idx):
+        loss = self._loss(batch, self._step_generator())
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=False)
+        return loss
+
+    def on_train_batch_end(self, outputs, batch, batch_idx):
+        self.ema.update(self.net)
+
+    def validation_step(self, batch, batch_idx):
+        g = torch.Generator().manual_seed(self.seed * 7919 + batch_idx)  # the same noise at every validation
+        with self.ema_weights():
+            loss = self._loss(batch, g)
+        self.log("val/loss", loss, prog_bar=True, sync_dist=True, batch_size=batch[0].shape[0])
+
+    def configure_optimizers(self):
+        return build_optimizer(self.net.parameters(), **dict(self.hparams.config.get("optimizer", {})))
+
+    # --- sampling access -----------------------------------------------------------
+    @contextmanager
+    def ema_weights(self):
+        """The EMA weights in place of the trained ones (for validation and sampling)."""
+        with self.ema.swapped(self.net):
+            yield self.net
+
+    def denoiser(self, labels=None, guidance_scale: float = 1.0) -> Denoiser:
+        """A Denoiser over the current network weights (use inside `ema_weights()` for the EMA ones)."""
+        uncond = getattr(self.net, "null_label", None)
+        return Denoiser(self.net, self.schedule, self.prediction, labels, guidance_scale, uncond)
+
+
+def load_score_module(path: str | Path, map_location="cpu") -> ScoreDiffusion:
+    return ScoreDiffusion.load_from_checkpoint(str(path), map_location=map_location)

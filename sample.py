@@ -1,0 +1,75 @@
+"""Sample from a trained checkpoint: `python sample.py --ckpt runs/digits/checkpoints/last.ckpt --sampler deis --nfe 10`.
+
+Sampler options come as repeated `--option key=value` (values parsed as YAML: 3, 0.5, true, logsnr).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def parse_options(items) -> dict:
+    import yaml  # ships with omegaconf
+
+    options = {}
+    for item in items or []:
+        if "=" not in item:
+            raise ValueError(f"--option {item!r} must look like key=value")
+        key, value = item.split("=", 1)
+        options[key.strip()] = yaml.safe_load(value)
+    return options
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--ckpt", required=True, help="checkpoint written by train.py")
+    p.add_argument("--sampler", required=True, help="sampler name (see --list)")
+    p.add_argument("--nfe", type=int, default=None, help="number of network evaluations")
+    p.add_argument("--option", action="append", default=[], help="sampler option key=value (repeatable)")
+    p.add_argument("--num-samples", type=int, default=64)
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--seed", type=int, default=0, help="sample i uses a generator seeded by (seed, i)")
+    p.add_argument("--out", default="samples", help="output directory")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--label", type=int, default=None, help="class label (class-conditional models)")
+    p.add_argument("--guidance-scale", type=float, default=1.0, help="classifier-free guidance scale")
+    p.add_argument("--evaluate", action="store_true", help="also compute the evaluation metrics")
+    return p
+
+
+def main(argv=None) -> int:
+    if argv is None:
+        argv = sys.argv[1:]
+    if "--list" in argv:
+        from framework.samplers import available_samplers
+
+        print("\n".join(available_samplers()))
+        return 0
+    args = build_parser().parse_args(argv)
+    try:
+        args.options = parse_options(args.option)
+        if args.nfe is not None and args.nfe <= 0:
+            raise ValueError(f"--nfe must be a positive integer, got {args.nfe}")
+        if args.num_samples <= 0 or args.batch_size <= 0:
+            raise ValueError("--num-samples and --batch-size must be positive")
+        from framework.experiment import checkpoint_kind, kind_module
+        from framework.samplers import build_sampler
+
+        kind = kind_module(checkpoint_kind(args.ckpt))
+        build_sampler(args.sampler, **args.options)  # fail fast on a bad name or option, before loading the model
+        module = kind.load_module(args.ckpt)
+        module.eval()
+        kind.sample_cli(args, module)
+        return 0
+    except (ValueError, FileNotFoundError, KeyError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
