@@ -12,7 +12,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from .config import to_dict
+from .config import call_with_section, to_dict
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -37,13 +37,9 @@ def build_trainer(cfg, out_dir: Path, extra_callbacks: Optional[list] = None, **
     checkpoint = ModelCheckpoint(dirpath=str(out_dir / "checkpoints"), filename="step{step}", save_last=True,
                                  every_n_train_steps=trainer_cfg.pop("checkpoint_every_n_steps", None) or None,
                                  auto_insert_metric_name=False)
-    return L.Trainer(
-        default_root_dir=str(out_dir),
-        logger=build_loggers(out_dir),
-        callbacks=[checkpoint, *(extra_callbacks or [])],
-        plugins=[AtomicCheckpointIO()],
-        **trainer_cfg,
-    )
+    fixed = dict(default_root_dir=str(out_dir), logger=build_loggers(out_dir),
+                 callbacks=[checkpoint, *(extra_callbacks or [])], plugins=[AtomicCheckpointIO()])
+    return call_with_section(L.Trainer, "trainer", trainer_cfg, **fixed)
 
 
 def resume_path(cfg, out_dir: Path) -> Optional[str]:

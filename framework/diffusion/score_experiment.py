@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from ..config import to_dict
+from ..config import call_with_section, to_dict
 from ..generate import generate_samples
 from ..io import save_image_grid, write_json, write_table
 from ..samplers import build_from_config, build_sampler
@@ -22,15 +22,15 @@ def build_datamodule(data_cfg: dict, seed: int):
     if name == "digits":
         from datamodules.images import DigitsDataModule
 
-        return DigitsDataModule(**data_cfg)
+        return call_with_section(DigitsDataModule, "data", data_cfg)
     if name == "files":
         from datamodules.images import ImageFileDataModule
 
-        return ImageFileDataModule(**data_cfg)
+        return call_with_section(ImageFileDataModule, "data", data_cfg)
     if name == "gmm":
         from datamodules.toy import GaussianMixtureDataModule
 
-        return GaussianMixtureDataModule(**data_cfg)
+        return call_with_section(GaussianMixtureDataModule, "data", data_cfg)
     raise ValueError(f"unknown data.name {name!r}; allowed: {', '.join(DATASETS)}")
 
 

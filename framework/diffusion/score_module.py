@@ -14,7 +14,7 @@ from typing import Optional
 import lightning as L
 import torch
 
-from ..config import to_dict
+from ..config import call_with_section, to_dict
 from .denoiser import Denoiser
 from .ema import EMA
 from .losses import diffusion_loss, sample_time
@@ -35,11 +35,11 @@ def build_network(model_cfg: dict, data_shape, num_classes: Optional[int]):
     if name == "unet":
         from models.unet import UNet
 
-        return UNet(in_channels=data_shape[0], image_size=data_shape[-1], num_classes=classes, **model_cfg)
+        return call_with_section(UNet, "model", model_cfg, in_channels=data_shape[0], image_size=data_shape[-1], num_classes=classes)
     if name == "mlp":
         from models.mlp import MLPDenoiser
 
-        return MLPDenoiser(dim=data_shape[0], num_classes=classes, **model_cfg)
+        return call_with_section(MLPDenoiser, "model", model_cfg, dim=data_shape[0], num_classes=classes)
     raise ValueError(f"unknown model.name {name!r}; allowed: {', '.join(NETWORKS)}")
 
 
