@@ -41,3 +41,12 @@ def test_conditional_flag_and_bad_settings():
     assert GaussianMixtureDataModule(components=6, conditional=True).num_classes == 6
     with pytest.raises(ValueError, match="components"):
         GaussianMixtureDataModule(components=0)
+
+
+def test_labelled_draw_matches_the_oracle_sampler():
+    """sample_with_components is GaussianMixture.sample plus the component indices: same generator, same points."""
+    from datamodules.toy import sample_with_components
+
+    mixture = GaussianMixture.random(3, 2, 0)
+    x, _ = sample_with_components(mixture, 50, torch.Generator().manual_seed(7))
+    torch.testing.assert_close(x, mixture.sample(50, generator=torch.Generator().manual_seed(7)))
