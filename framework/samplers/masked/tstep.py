@@ -1,0 +1,78 @@
+"""The T-step ancestral sampler of MDLM, with the cache of unchanged denoiser calls.
+
+From t to s < t every masked token independently stays masked with probability
+(1 - alpha_s)/(1 - alpha_t) or becomes token v with probability (alpha_s - alpha_t)/(1 - alpha_t)
+p_theta(v | x_t) (MDLM, Sahoo et al. 2024, Eq. 7; Zheng et al. 2024, Eq. 5). The draw is one
+categorical over these V + 1 numbers, exactly as MDLM makes it, so the `precision` setting
+reproduces the float32 truncation effect (Zheng et al. Sec. 5). Because the model has no time
+input, p_theta(. | x_t) is re-used while a sequence does not change (MDLM's caching; Zheng et al.
+Sec. 3.2), so a sequence costs at most (number of tokens it unmasks + 1) evaluations, never T.
+The grid runs from t_0 = 1 to t_T = 0, where alpha = 1 unmasks every remaining token (no argmax
+"noise removal" step as in MDLM's code).
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+from ..base import Option, positive_int
+from ..registry import register
+from .base import PRECISION_OPTION, MaskedDenoiser, MaskedSampler
+from .categorical import precision_dtype, sample_categorical, uniform_rows
+
+
+def uniform_time_grid(steps: int) -> torch.Tensor:
+    """t_i = 1 - i / steps, i = 0..steps (float64)."""
+    return torch.linspace(1.0, 0.0, steps + 1, dtype=torch.float64)
+
+
+def validate_masked_grid(grid) -> torch.Tensor:
+    grid = torch.as_tensor(grid, dtype=torch.float64).flatten()
+    if len(grid) < 2 or not (grid[1:] < grid[:-1]).all() or grid[0] > 1.0 or grid[-1] != 0.0:
+        raise ValueError("timesteps must be strictly decreasing from t_0 <= 1 to t_T = 0, with at least 2 points")
+    return grid
+
+
+def tstep_solve(denoiser: MaskedDenoiser, x: torch.Tensor, grid: torch.Tensor, schedule, generator=None,
+                precision: str = "float64", callback=None) -> torch.Tensor:
+    """Run the ancestral loop on an explicit grid; only sequences that changed are re-evaluated."""
+    mask, dtype = denoiser.mask_id, precision_dtype(precision)
+    alphas = schedule.alpha(grid)
+    cache: Optional[torch.Tensor] = None
+    fresh = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
+    for i in range(len(grid) - 1):
+        masked = x == mask
+        active = masked.any(-1)
+        if not active.any():
+            break
+        need = active & ~fresh
+        if need.any():
+            probs = denoiser.probs(x[need])
+            cache = probs.new_zeros(*x.shape, probs.shape[-1]) if cache is None else cache
+            cache[need], fresh[need] = probs, True
+        keep = float((1.0 - alphas[i + 1]) / (1.0 - alphas[i]))
+        b, l = masked.nonzero(as_tuple=True)
+        row = torch.cat([(1.0 - keep) * cache[b, l], torch.full_like(cache[b, l, :1], keep)], dim=-1)
+        u = uniform_rows(row.shape, b, generator, dtype=dtype, device=x.device)
+        drawn = sample_categorical(row, precision=precision, u=u)
+        x[b, l] = torch.where(drawn == row.shape[-1] - 1, mask, drawn)
+        fresh[b[drawn != row.shape[-1] - 1]] = False
+        if callback is not None:
+            callback({"i": i, "t": float(grid[i]), "s": float(grid[i + 1]), "x": x})
+    return x
+
+
+@register("mdlm_tstep")
+class TStepSampler(MaskedSampler):
+    """MDLM's T-step ancestral sampler with caching (`steps` = T, the grid uniform in t)."""
+
+    OPTIONS = {
+        "steps": Option(128, check=positive_int(), allowed="an integer >= 1", doc="number of time steps T"),
+        "precision": PRECISION_OPTION,
+    }
+
+    def solve(self, denoiser, x, schedule, generator=None, callback=None, timesteps=None):
+        grid = uniform_time_grid(self.options["steps"]) if timesteps is None else validate_masked_grid(timesteps)
+        return tstep_solve(denoiser, x, grid, schedule, generator, self.options["precision"], callback)
