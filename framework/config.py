@@ -40,8 +40,9 @@ def apply_overrides(cfg: DictConfig, overrides: Iterable[str]) -> DictConfig:
     for item in overrides:
         if "=" not in item:
             raise ValueError(f"override {item!r} must look like key=value (e.g. trainer.max_steps=100)")
-    additions = [o[1:] for o in overrides if o.startswith("+")]
-    changes = [o for o in overrides if not o.startswith("+")]
+    # trainer.* keys are checked against lightning.Trainer's own signature when it is built
+    additions = [o[1:] if o.startswith("+") else o for o in overrides if o.startswith(("+", "trainer."))]
+    changes = [o for o in overrides if not o.startswith(("+", "trainer."))]
     cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(additions))
     OmegaConf.set_struct(cfg, True)
     try:
