@@ -13,6 +13,8 @@ from framework.oracles import GaussianMixture
 
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# Tests are small: one thread each avoids oversubscribing 2 cores (DDP tests run 2 processes).
+torch.set_num_threads(1)
 
 
 @dataclass
