@@ -4,6 +4,7 @@ Importing this package does not import Lightning or any network class.
 """
 
 from . import ddim  # noqa: F401  (registers ddpm, ddim)
+from . import deis, pndm  # noqa: F401  (registers deis, ipndm, pndm)
 from . import dpm_solver, unipc  # noqa: F401  (registers dpmsolver++, unipc)
 from .base import Option, Sampler
 from .grids import GRID_KINDS, make_grid, validate_grid

@@ -126,3 +126,28 @@ def schedule_coefs(schedule, t, dtype=torch.float64) -> tuple[float, float, floa
     """(alpha, sigma, lambda) at a scalar time t, as Python floats computed in float64."""
     t = torch.as_tensor(t, dtype=torch.float64)
     return float(schedule.alpha(t)), float(schedule.sigma(t)), float(schedule.log_snr(t))
+
+
+# --- multistep bookkeeping (DEIS, iPNDM, PNDM) ---------------------------------------------------
+
+
+def push_history(history: Sequence, item, size: int) -> tuple:
+    """A new newest-first tuple (item, *history) truncated to `size` entries; the old one is left untouched.
+
+    Multistep solvers pass this tuple from step to step instead of keeping state in an object
+    (diffusers#8711), so a step stays a pure function of (denoiser, x, grid, i, history).
+    """
+    if size < 1:
+        raise ValueError(f"history size must be >= 1, got {size}")
+    return (item, *tuple(history))[:size]
+
+
+def adams_bashforth_weights(order: int) -> list[float]:
+    """Equal-step Adams-Bashforth weights b_0..b_{order-1}, newest first: y' ~ sum_j b_j f_{n-j} over [n, n+1].
+
+    They are the integrals over [0, 1] of the Lagrange basis on the nodes 0, -1, ..., -(order-1)
+    (so order 4 gives (55, -59, 37, -9) / 24, the linear multistep of PNDM and iPNDM).
+    """
+    if isinstance(order, bool) or not isinstance(order, int) or order < 1:
+        raise ValueError(f"Adams-Bashforth order must be an integer >= 1, got {order!r}")
+    return lagrange_integral_weights([-float(j) for j in range(order)], 0.0, 1.0)
