@@ -29,7 +29,8 @@ class Option:
     doc: str = ""
 
     def validate(self, sampler: str, name: str, value: Any) -> Any:
-        if self.choices is not None and value not in self.choices:
+        # compare types too: 1 == True and 2.0 == 2 must not slip through as a bool or an int
+        if self.choices is not None and not any(value == c and type(value) is type(c) for c in self.choices):
             raise ValueError(
                 f"sampler {sampler!r}: option {name}={value!r} is not allowed; allowed: "
                 + ", ".join(repr(c) for c in self.choices)

@@ -72,3 +72,8 @@ def test_bad_options_raise_naming_the_setting(name):
 def test_unknown_sampler_lists_allowed():
     with pytest.raises(ValueError, match="unknown sampler 'nope'.*ddim"):
         build_sampler("nope")
+
+
+def test_choice_options_check_types():
+    with pytest.raises(ValueError, match="final_denoise=1"):
+        build_sampler("ddim", final_denoise=1)
