@@ -337,9 +337,10 @@ def report() -> None:  # pragma: no cover - a measurement, run by hand
             sampler = build_sampler(name, **opts)
             nfes, errs = errors(problem, sampler, ORDER_NFES)
             n10, e10 = errors(problem, sampler, [10])
+            d = d10 if n10[0] == 10 else ddim_error(problem, n10[0])
             print(
-                f"  {_id((name, opts)):28s} grid={sampler.options['grid']:14s} order({','.join(map(str, nfes))})="
-                f"{empirical_order(nfes, errs):.2f}  err@{n10[0]}={e10[0]:.2e}  DDIM@10/err={d10 / e10[0]:.1f}"
+                f"  {_id((name, opts)):36s} grid={sampler.options['grid']:14s} order({','.join(map(str, nfes))})="
+                f"{empirical_order(nfes, errs):.2f}  err@{n10[0]}={e10[0]:.2e}  DDIM@{n10[0]}/err={d / e10[0]:.1f}"
             )
 
 
