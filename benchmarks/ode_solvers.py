@@ -6,8 +6,9 @@ the benchmark reports
 
 * `error`: mean Euclidean distance to the exact ODE solution from the same x_T
   (framework.oracles.convergence.mean_error; the reference is solved to ~1e-10);
-* `energy`: the energy distance of the samples to independent draws of the true mixture, next to
-  its Monte Carlo floor (two independent true draws) and the exact ODE solution's own value.
+* `energy`: the energy distance of the samples to an independent draw of the true mixture (4x as
+  many points), next to its Monte Carlo floor (mean and sd over 10 fresh true draws of the same
+  size as the run) and the exact ODE solution's own value.
 
 All in float64 on the discrete DDPM linear schedule (1000 steps), from t_max = 1 to t_min = 1/1000,
 with no final denoising step. When diffusers is installed, its schedulers run on the same model
@@ -15,6 +16,7 @@ and noise (benchmarks.diffusers_adapter), and the project's solvers are run agai
 own time grids to separate grid effects from solver effects.
 
     python -m benchmarks.ode_solvers [--out DIR] [--dim 2 8] [--n 500] [--nfe 5 6 8 10 15 20]
+    python -m benchmarks.ode_solvers --orders [--dim 2]      # empirical convergence orders, NFE 40..320
 """
 
 from __future__ import annotations
@@ -29,14 +31,19 @@ import torch
 
 from framework.diffusion import Denoiser, DiscreteVPSchedule
 from framework.oracles import GaussianMixture
-from framework.oracles.convergence import mean_error
+from framework.oracles.convergence import empirical_order, mean_error
 from framework.samplers import available_samplers, build_sampler
 
 from . import diffusers_adapter as dif
 from .reporting import pivot, plot_errors, print_section, write_results
 
 DEFAULT_NFES = (5, 6, 8, 10, 15, 20)
+ORDER_NFES = (40, 80, 160, 320)
 DEFAULT_OUT = "benchmarks/results/ode_solvers"
+#: the true draw the energy distance compares with holds this many times the samples of a run
+TRUE_FACTOR = 4
+#: independent true draws of a run's size that estimate the Monte Carlo floor
+FLOOR_DRAWS = 10
 
 
 @dataclass(frozen=True)
@@ -57,6 +64,7 @@ def _variants() -> list[Variant]:
           Variant("pndm S-PNDM", "pndm", dict(method="S-PNDM"))]
     v += [Variant(f"dpm++ {k}{m[0].upper()}", "dpmsolver++", dict(order=k, method=m))
           for m in ("multistep", "singlestep") for k in (2, 3)]
+    v += [Variant("dpm++ 3M taylor", "dpmsolver++", dict(order=3, method="multistep", solver_type="taylor"))]
     v += [Variant(f"unipc {b} order {k}", "unipc", dict(variant=b, order=k)) for b in ("bh1", "bh2") for k in (2, 3)]
     return v
 
@@ -76,8 +84,8 @@ class Problem:
     schedule: DiscreteVPSchedule
     x_T: torch.Tensor
     reference: torch.Tensor
-    true_a: torch.Tensor
-    true_b: torch.Tensor
+    true: torch.Tensor
+    floor_seed: int
 
     def eps_model(self):
         return self.mixture.eps_model(self.schedule)
@@ -92,9 +100,8 @@ def make_problem(dim: int, n: int, seed: int = 0, tol: float = 1e-11) -> Problem
     mixture = GaussianMixture.random(components=4 if dim == 2 else 3, dim=dim, seed=seed)
     x_T = torch.randn(n, dim, generator=torch.Generator().manual_seed(seed + 1), dtype=torch.float64)
     reference = mixture.ode_solution(x_T, schedule, rtol=tol, atol=tol)
-    true_a = mixture.sample(n, generator=torch.Generator().manual_seed(seed + 2))
-    true_b = mixture.sample(n, generator=torch.Generator().manual_seed(seed + 3))
-    return Problem(f"{dim}-D", mixture, schedule, x_T, reference, true_a, true_b)
+    true = mixture.sample(TRUE_FACTOR * n, generator=torch.Generator().manual_seed(seed + 2))
+    return Problem(f"{dim}-D", mixture, schedule, x_T, reference, true, seed + 3)
 
 
 def energy_distance(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -103,10 +110,14 @@ def energy_distance(a: torch.Tensor, b: torch.Tensor) -> float:
     return float(2 * torch.cdist(a, b).mean() - torch.cdist(a, a).mean() - torch.cdist(b, b).mean())
 
 
-def floors(problem: Problem) -> dict:
-    """The energy distance of two true draws (Monte Carlo floor) and of the exact ODE solution to a true draw."""
-    return {"mc_floor": energy_distance(problem.true_a, problem.true_b),
-            "exact_ode": energy_distance(problem.reference, problem.true_a)}
+def floors(problem: Problem, draws: int = FLOOR_DRAWS) -> dict:
+    """Monte Carlo floor: mean and sd of the energy distance of `draws` fresh true draws of a run's size to
+    the reference true draw; and the exact ODE solution's own distance (its t_min = 1e-3 blur included)."""
+    g = torch.Generator().manual_seed(problem.floor_seed)
+    values = torch.tensor([energy_distance(problem.mixture.sample(len(problem.x_T), generator=g), problem.true)
+                           for _ in range(draws)])
+    return {"mc_floor": float(values.mean()), "mc_floor_sd": float(values.std()),
+            "exact_ode": energy_distance(problem.reference, problem.true)}
 
 
 # --- runs ----------------------------------------------------------------------------------------------
@@ -115,7 +126,7 @@ def floors(problem: Problem) -> dict:
 def row(problem: Problem, source: str, solver: str, nfe: int, x: Optional[torch.Tensor], note: str = "") -> dict:
     """One result row; x=None marks a combination that cannot run (note says why)."""
     error = "" if x is None else mean_error(x, problem.reference)
-    energy = "" if x is None else energy_distance(x, problem.true_a)
+    energy = "" if x is None else energy_distance(x, problem.true)
     if x is not None and not bool(torch.isfinite(x).all()):
         note = (note + "; " if note else "") + "non-finite output"
     return dict(problem=problem.name, source=source, solver=solver, nfe=nfe, error=error, energy=energy, note=note)
@@ -207,6 +218,35 @@ def _ratio(a, b):
     return a / b if isinstance(a, float) and isinstance(b, float) and b > 0 else ""
 
 
+# --- convergence orders ----------------------------------------------------------------------------
+
+
+def allowed_nfe(sampler, nfe: int) -> Optional[int]:
+    """`nfe`, or the nearest larger NFE (up to +3) the sampler can spend exactly."""
+    for candidate in range(nfe, nfe + 4):
+        try:
+            sampler.steps_for_nfe(candidate)
+            return candidate
+        except ValueError:
+            continue
+    return None
+
+
+def order_rows(problem: Problem, built, nfes: Sequence[int] = ORDER_NFES) -> list[dict]:
+    """Error at each of `nfes` (nudged up to an NFE the solver allows) and the least-squares order over all but the first."""
+    rows = []
+    for variant, sampler in built:
+        used = [n for n in (allowed_nfe(sampler, n) for n in nfes) if n is not None]
+        errors = [mean_error(sampler.sample(problem.denoiser(), problem.x_T, n, problem.schedule), problem.reference)
+                  for n in used]
+        r = dict(problem=problem.name, solver=variant.label, grid=sampler.options["grid"])
+        r.update({f"err@{n}": e for n, e in zip(nfes, errors)})
+        r["nfes_used"] = " ".join(map(str, used))
+        r["order"] = empirical_order(used[1:], errors[1:])
+        rows.append(r)
+    return rows
+
+
 # --- command line --------------------------------------------------------------------------------------
 
 
@@ -234,8 +274,8 @@ def run(dims: Sequence[int], n: int, nfes: Sequence[int], out: Path, with_diffus
 
 def _print(rows, comp, info, nfes, out) -> None:
     for problem, fl in info["floors"].items():
-        print_section(f"{problem}: energy distance floors: Monte Carlo (two true draws) {fl['mc_floor']:.3g}, "
-                      f"exact ODE solution vs true {fl['exact_ode']:.3g}")
+        print_section(f"{problem}: energy distance floors: Monte Carlo (true draws) {fl['mc_floor']:.3g} "
+                      f"+- {fl['mc_floor_sd']:.2g}, exact ODE solution vs true {fl['exact_ode']:.3g}")
         for metric in ("error", "energy"):
             print(f"\n### {problem}, {metric}\n")
             print(pivot(rows, problem, metric, nfes), end="")
@@ -250,6 +290,19 @@ def _print(rows, comp, info, nfes, out) -> None:
     print(f"\nresults in {out}")
 
 
+def run_orders(dims: Sequence[int], out: Path, only=None, seed: int = 0, n: int = 32) -> list[dict]:
+    """Empirical convergence orders of every variant; written to orders.csv / orders.md under `out`."""
+    from framework.io import markdown_table, write_table
+
+    built, _ = build_variants([v for v in VARIANTS if selected(v.label, only)])
+    rows = []
+    for dim in dims:
+        rows += order_rows(make_problem(dim, n, seed, tol=1e-12), built)
+    write_table(rows, Path(out) / "orders.csv", Path(out) / "orders.md")
+    print(markdown_table(rows), end="")
+    return rows
+
+
 def main(argv: Optional[Sequence[str]] = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--out", type=Path, default=Path(DEFAULT_OUT), help="output folder")
@@ -261,8 +314,13 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     p.add_argument("--no-diffusers", action="store_true", help="skip diffusers even when installed")
     p.add_argument("--no-plot", action="store_true")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--orders", action="store_true",
+                   help=f"instead: empirical convergence orders at NFE {ORDER_NFES} on 32 samples")
     a = p.parse_args(argv)
     torch.set_num_threads(max(1, min(torch.get_num_threads(), 2)))
+    if a.orders:
+        run_orders(a.dim, a.out, only=a.only, seed=a.seed)
+        return
     run(a.dim, a.n, a.nfe, a.out, with_diffusers=not a.no_diffusers, only=a.only, seed=a.seed, plot=not a.no_plot)
 
 

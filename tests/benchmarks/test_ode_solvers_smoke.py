@@ -65,3 +65,9 @@ def test_sampler_overhead_measures_network_time_separately():
     (row,) = rows
     assert row["calls"] == row["nfe"] == 3
     assert 0 < row["network_ms"] <= row["total_ms"]
+
+
+def test_order_rows_report_an_order_for_ddim():
+    built, _ = ode_solvers.build_variants([ode_solvers.Variant("ddim", "ddim")])
+    (row,) = ode_solvers.order_rows(tiny_problem(), built, nfes=(10, 20, 40))
+    assert 0.5 < row["order"] < 1.5
