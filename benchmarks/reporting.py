@@ -68,7 +68,8 @@ def tables_markdown(rows, info, nfes, comparison) -> str:
 
 
 def plot_errors(rows, problem: str, path: Path) -> None:
-    """Error vs NFE, log-log, one line per solver: ours solid, diffusers dashed, ours on diffusers' grid dotted."""
+    """Error vs NFE, log-log, one line per solver; left: ours on default grids; right: diffusers (dashed)
+    and ours on diffusers' grid (dotted, same colour as the diffusers scheduler it copies)."""
     import io
 
     import matplotlib
@@ -76,25 +77,38 @@ def plot_errors(rows, problem: str, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    styles = {"ours": "-", "diffusers": "--", "ours@diffusers-grid": ":"}
-    fig, ax = plt.subplots(figsize=(11, 7))
     series: dict = {}
     for r in rows:
         if r["problem"] == problem and isinstance(r["error"], float) and r["error"] > 0:
             series.setdefault((r["source"], r["solver"]), []).append((r["nfe"], r["error"]))
-    for (source, solver), pts in series.items():
-        pts.sort()
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], styles.get(source, "-"), marker="o", ms=3,
-                label=f"{source}: {solver}")
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("NFE")
-    ax.set_ylabel("mean distance to exact ODE solution")
-    ax.set_title(f"{problem} Gaussian mixture, DDPM linear schedule, float64")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=6, ncol=2, loc="center left", bbox_to_anchor=(1.01, 0.5))
-    fig.tight_layout()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(15, 7.5), sharey=True)
+    colours = plt.get_cmap("tab20").colors
+    ours = [k for k in series if k[0] == "ours"]
+    theirs = [k for k in series if k[0] == "diffusers"]
+    for i, key in enumerate(ours):
+        _line(left, series[key], "-", colours[i % 20], ["o", "s", "^", "v", "D"][i // 20 % 5], key[1])
+    for i, key in enumerate(theirs):
+        _line(right, series[key], "--", colours[i % 20], "o", f"diffusers: {key[1]}")
+        same_grid = [k for k in series if k[0] == "ours@diffusers-grid" and k[1].endswith(f"@ {key[1]} grid")]
+        for k in same_grid:
+            _line(right, series[k], ":", colours[i % 20], "x", f"ours: {k[1]}")
+    for ax, title in ((left, "ours, default grids"), (right, "diffusers (dashed), ours on diffusers' grid (dotted)")):
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xticks(sorted({n for pts in series.values() for n, _ in pts}))
+        ax.get_xaxis().set_major_formatter(matplotlib.ticker.ScalarFormatter())
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        ax.set_xlabel("NFE")
+        ax.set_title(f"{problem} mixture: {title}", fontsize=10)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=6.5, ncol=2, loc="upper center", bbox_to_anchor=(0.5, -0.09))
+    left.set_ylabel("mean distance to the exact ODE solution")
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
     plt.close(fig)
     atomic_write_bytes(path, buf.getvalue())
+
+
+def _line(ax, pts, style: str, colour, marker: str, label: str) -> None:
+    pts = sorted(pts)
+    ax.plot([p[0] for p in pts], [p[1] for p in pts], style, color=colour, marker=marker, ms=3.5, lw=1.2, label=label)
