@@ -19,10 +19,7 @@ _DATA_SEED_OFFSET = 1_000_003  # the data stream's seed differs from the one tha
 
 def sample_with_components(mixture: GaussianMixture, n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """n float64 draws [n, D] from the mixture and the component index [n] each came from."""
-    comp = torch.multinomial(mixture.weights, n, replacement=True, generator=generator)
-    z = torch.randn(n, mixture.dim, generator=generator, dtype=torch.float64)
-    chol = torch.linalg.cholesky(mixture.covs)
-    return mixture.means[comp] + (chol[comp] @ z.unsqueeze(-1)).squeeze(-1), comp
+    return mixture.sample_with_components(n, generator)
 
 
 class GaussianMixtureDataModule(L.LightningDataModule):

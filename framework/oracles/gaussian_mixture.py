@@ -41,10 +41,14 @@ class GaussianMixture:
 
     # --- sampling ----------------------------------------------------------------
     def sample(self, n: int, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        return self.sample_with_components(n, generator)[0]
+
+    def sample_with_components(self, n: int, generator: Optional[torch.Generator] = None):
+        """n float64 draws [n, D] and the index [n] of the component each came from."""
         comp = torch.multinomial(self.weights, n, replacement=True, generator=generator)
         z = torch.randn(n, self.dim, generator=generator, dtype=torch.float64)
         chol = torch.linalg.cholesky(self.covs)
-        return self.means[comp] + (chol[comp] @ z.unsqueeze(-1)).squeeze(-1)
+        return self.means[comp] + (chol[comp] @ z.unsqueeze(-1)).squeeze(-1), comp
 
     # --- exact quantities ----------------------------------------------------------
     def log_prob_t(self, x: torch.Tensor, alpha, sigma) -> torch.Tensor:
