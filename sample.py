@@ -38,7 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu")
     p.add_argument("--label", type=int, default=None, help="class label (class-conditional models)")
     p.add_argument("--guidance-scale", type=float, default=1.0, help="classifier-free guidance scale")
-    p.add_argument("--evaluate", action="store_true", help="also compute the evaluation metrics")
+    p.add_argument("--evaluate", action="store_true",
+                   help="also compute the evaluation metrics (table, plot) under <out>/eval/cli; "
+                        "with --sampler config: every sampler and NFE of the checkpoint's evaluation section")
     return p
 
 
@@ -61,7 +63,8 @@ def main(argv=None) -> int:
         from framework.samplers import build_sampler
 
         kind = kind_module(checkpoint_kind(args.ckpt))
-        build_sampler(args.sampler, **args.options)  # fail fast on a bad name or option, before loading the model
+        if not (args.evaluate and args.sampler == "config"):
+            build_sampler(args.sampler, **args.options)  # fail fast on a bad name or option, before loading the model
         module = kind.load_module(args.ckpt)
         module.eval()
         kind.sample_cli(args, module)

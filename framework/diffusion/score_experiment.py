@@ -53,8 +53,51 @@ def sampler_label(sampler_cfg: dict) -> str:
     return sampler_cfg["name"] + (f"({', '.join(f'{k}={v}' for k, v in opts.items())})" if opts else "")
 
 
+def build_callbacks(cfg, out_dir: Path) -> list:
+    """Training callbacks: reproducible data order, and the sampler evaluation every N validation epochs.
+
+    The `evaluation:` section is validated here (every sampler built, every NFE checked), so a bad
+    entry fails before training starts.
+    """
+    from ..callbacks import EpochSeededShuffle, ImageTask, SamplerEvaluation, evaluation_settings
+
+    config = to_dict(cfg)
+    settings = evaluation_settings(config.get("evaluation", {}))
+    callbacks = [EpochSeededShuffle(int(config.get("seed", 0)))]
+    if settings.enabled and settings.every_n_val_epochs:
+        callbacks.append(SamplerEvaluation(settings, ImageTask(settings), out_dir))
+    return callbacks
+
+
+def evaluate(evaluation: dict, module: ScoreDiffusion, datamodule, out_dir: Path, tag: str = "final") -> list[dict]:
+    """Run the sampler evaluation once in this process (after training, or from sample.py); rows of the table."""
+    from ..callbacks import Evaluator, ImageTask, evaluation_settings
+
+    settings = evaluation_settings(evaluation)
+    task = ImageTask(settings, distributed=False)
+    task.prepare(datamodule)
+    return Evaluator(settings, task, out_dir).run(module, tag, prefix=tag)
+
+
 def after_fit(cfg, module: ScoreDiffusion, datamodule, out_dir: Path) -> dict:
-    """Sample with every configured sampler at every NFE; write grids and a timing table (rank 0)."""
+    """Sample with every configured sampler at every NFE; write grids and a timing table (rank 0).
+
+    With `evaluation.after_fit` (and samplers listed) the full evaluation runs too: eval/final/
+    gets the table (CSV, markdown, JSON), the quality-vs-NFE plot and a grid per sampler.
+    """
+    summary = _sampling_summary(cfg, module, out_dir)
+    evaluation = to_dict(cfg).get("evaluation", {}) or {}
+    from ..callbacks import evaluation_settings
+
+    settings = evaluation_settings(evaluation)
+    if settings.enabled and settings.after_fit:
+        module.eval()
+        summary["evaluation"] = evaluate(evaluation, module, datamodule, out_dir)
+    return summary
+
+
+def _sampling_summary(cfg, module: ScoreDiffusion, out_dir: Path) -> dict:
+    """Grids and seconds per sample for the `sampling:` section (a quick look, no metrics)."""
     sampling = to_dict(cfg).get("sampling", {})
     rows = []
     with module.ema_weights():
@@ -82,7 +125,10 @@ def _generate(module, sampler, nfe, sampling: dict, indices=None):
 
 
 def sample_cli(args, module: ScoreDiffusion) -> None:
-    """sample.py for image models: write a PNG grid and an .npz of samples into args.out."""
+    """sample.py for image models: write a PNG grid and an .npz of samples into args.out (--evaluate: score them too)."""
+    if getattr(args, "evaluate", False) and args.sampler == "config":
+        evaluate_cli(args, module)
+        return
     sampler = build_sampler(args.sampler, **args.options)
     out = Path(args.out)
     labels = None
@@ -110,3 +156,26 @@ def sample_cli(args, module: ScoreDiffusion) -> None:
     write_json(out / f"{name}.json", {"sampler": sampler.to_config(), "nfe": stats["nfe"], "seed": args.seed,
                                       "num_samples": args.num_samples, "seconds": stats["seconds"], "checkpoint": str(args.ckpt)})
     print(f"wrote {len(samples)} samples ({sampler.name}, nfe={stats['nfe']}, {stats['seconds']:.2f}s) to {out / (name + '.png')}")
+    if getattr(args, "evaluate", False):
+        evaluate_cli(args, module)
+
+
+def evaluate_cli(args, module: ScoreDiffusion) -> list[dict]:
+    """sample.py --evaluate: score --sampler at --nfe (or, with --sampler config, the checkpoint's evaluation set).
+
+    Uses the checkpoint's data and evaluation settings (feature network cache, reference set,
+    metric options) with --num-samples, --batch-size and --seed; writes <out>/eval/cli/ and prints the table.
+    """
+    config = module.hparams.config
+    evaluation = {k: v for k, v in (config.get("evaluation") or {}).items() if k not in ("every_n_val_epochs", "after_fit")}
+    evaluation.update(num_samples=args.num_samples, batch_size=args.batch_size, seed=args.seed, guidance_scale=args.guidance_scale)
+    if args.sampler != "config":
+        evaluation["samplers"] = [{"name": args.sampler, **args.options}]
+        evaluation["nfe"] = [args.nfe] if args.nfe is not None else evaluation.get("nfe", [10])
+    if not evaluation.get("samplers"):
+        raise ValueError("--sampler config needs a checkpoint whose config lists evaluation.samplers")
+    datamodule = build_datamodule(config.get("data", {}), int(config.get("seed", 0)))
+    rows = evaluate(evaluation, module, datamodule, Path(args.out), tag="cli")
+    table = Path(args.out) / evaluation.get("out_subdir", "eval") / "cli" / "table.md"
+    print(table.read_text())
+    return rows
