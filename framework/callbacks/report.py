@@ -38,6 +38,7 @@ def plot_quality_vs_nfe(rows: Sequence[dict], metrics: Sequence[str], path: Path
 
     matplotlib.use("Agg", force=True)
     from matplotlib.figure import Figure
+    from matplotlib.ticker import NullLocator, ScalarFormatter
 
     fig = Figure(figsize=(4.5 * len(metrics), 3.6), layout="constrained")
     axes = fig.subplots(1, len(metrics), squeeze=False)[0]
@@ -47,9 +48,13 @@ def plot_quality_vs_nfe(rows: Sequence[dict], metrics: Sequence[str], path: Path
             pts = sorted((r["nfe"], r[metric]) for r in rows if r["sampler"] == name)
             ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=name)
         ax.set_xscale("log")
-        ax.set_xticks(sorted({r["nfe"] for r in rows}), labels=[str(k) for k in sorted({r["nfe"] for r in rows})])
+        nfes = sorted({r["nfe"] for r in rows})
+        ax.set_xticks(nfes, labels=[str(k) for k in nfes])
+        ax.xaxis.set_minor_locator(NullLocator())
         if metric == "fid" and all(r[metric] > 0 for r in rows):
             ax.set_yscale("log")
+            ax.yaxis.set_major_formatter(ScalarFormatter())
+            ax.yaxis.set_minor_formatter(ScalarFormatter())
         ax.set_xlabel("NFE")
         ax.set_ylabel(metric)
         ax.grid(alpha=0.3)

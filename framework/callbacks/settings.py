@@ -30,7 +30,7 @@ KEYS = {
     "features": {},
     "metrics": {},
 }
-_LABEL = re.compile(r"^[A-Za-z0-9_.+=-]+$")
+_LABEL = re.compile(r"^[A-Za-z0-9_.,+=-]+$")
 
 
 @dataclass
@@ -73,12 +73,12 @@ def entry_label(cfg: dict) -> str:
     if "label" in cfg:
         label = str(cfg["label"])
         if not _LABEL.match(label):
-            raise ValueError(f"evaluation sampler label {label!r} may only use letters, digits and _ . + = -")
+            raise ValueError(f"evaluation sampler label {label!r} may only use letters, digits and _ . , + = -")
         return label
     opts = {k: v for k, v in cfg.items() if k not in ("name", "nfe")}
     parts = [str(cfg["name"])] + [f"{k}{json.dumps(v, separators=(',', ':')) if isinstance(v, (dict, list)) else v}"
                                   for k, v in opts.items()]
-    return re.sub(r"[^A-Za-z0-9_.+=-]", "", "_".join(parts))
+    return re.sub(r"[^A-Za-z0-9_.,+=-]", "", "_".join(parts))
 
 
 def _positive_int(name: str, value: Any, minimum: int = 1) -> int:
