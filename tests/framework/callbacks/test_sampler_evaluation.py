@@ -118,3 +118,15 @@ def test_labels_and_per_sampler_nfe():
     assert [(e.label, e.nfe) for e in s.entries] == [("deis_ab_order3", [5, 10, 20]), ("ddim-eta1", [7])]
     assert entry_label({"name": "x", "grid": [0.9, 0.5]}) == "x_grid0.9,0.5"
     assert not evaluation_settings({}).enabled
+
+
+def test_sample_py_evaluate_scores_the_checkpoints_evaluation_set(run_dir, tmp_path, capsys):
+    import sample
+
+    ckpt = run_dir / "checkpoints" / "last.ckpt"
+    assert sample.main(["--ckpt", str(ckpt), "--sampler", "config", "--evaluate", "--num-samples", "32",
+                        "--batch-size", "16", "--seed", "1", "--out", str(tmp_path)]) == 0
+    rows = json.loads((tmp_path / "eval" / "cli" / "table.json").read_text())["rows"]
+    final = table(run_dir, "final")["rows"]
+    assert [r["fid"] for r in rows] == [r["fid"] for r in final]  # same checkpoint, seed and n: same numbers
+    assert "| ddim | 3 | 32 |" in capsys.readouterr().out
