@@ -5,12 +5,10 @@ two steps after the end-of-epoch-0 checkpoint. What makes it exact: training noi
 (seed, step, rank) in ScoreDiffusion, EMA and optimizer state in the checkpoint, and
 EpochSeededShuffle making the data order of epoch k a function of (seed, k) only.
 
-Two ways to checkpoint at the epoch boundary: Lightning's default end-of-epoch checkpoint
-(exact), and `checkpoint_every_n_steps` equal to the batches per epoch, which is saved in
-ModelCheckpoint.on_train_batch_end, before ScoreDiffusion.on_train_batch_end applies that
-step's EMA update; that checkpoint therefore lacks one EMA update (the network weights
-do match). It is kept as a strict xfail so that moving the EMA update into `optimizer_step`
-(the fix) shows up here.
+Two ways to checkpoint at the epoch boundary: Lightning's default end-of-epoch checkpoint,
+and `checkpoint_every_n_steps` equal to the batches per epoch, which is saved in
+ModelCheckpoint.on_train_batch_end; both are exact because ScoreDiffusion updates its EMA in
+`optimizer_step`, before any end-of-batch hook can save the step.
 """
 
 from __future__ import annotations
@@ -65,7 +63,7 @@ def uninterrupted(tmp_path_factory) -> dict[str, torch.Tensor]:
 
 @pytest.mark.parametrize("every_n_steps", [
     None,
-    pytest.param(3, marks=pytest.mark.xfail(strict=True, reason="step checkpoints are saved before that step's EMA update")),
+    3,
 ], ids=["epoch-end-checkpoint", "step-checkpoint"])
 def test_resumed_run_matches_uninterrupted_bit_for_bit(tmp_path, uninterrupted, every_n_steps):
     reference = uninterrupted

@@ -63,7 +63,9 @@ class MaskedDiffusion(L.LightningModule):
         self.log("train/loss", loss.float(), prog_bar=True, on_step=True, on_epoch=False)
         return loss.float()
 
-    def on_train_batch_end(self, outputs, batch, batch_idx):
+    def optimizer_step(self, *args, **kwargs):
+        """Update the EMA right after the weights: a checkpoint saved at this step's end then holds both."""
+        super().optimizer_step(*args, **kwargs)
         self.ema.update(self.net)
 
     def validation_step(self, batch, batch_idx):
