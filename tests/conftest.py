@@ -29,6 +29,14 @@ class OracleProblem:
     def denoiser(self, prediction: str = "eps") -> Denoiser:
         return Denoiser(self.mixture.eps_model(self.schedule), self.schedule)
 
+    def errors(self, sampler, nfes, n: int | None = None) -> list[float]:
+        """Mean distance to the exact solution at each NFE, on the first n samples (each has its own reference)."""
+        from framework.oracles.convergence import mean_error
+
+        model = self.mixture.eps_model(self.schedule)
+        x_T, ref = self.x_T[:n], self.reference[:n]
+        return [mean_error(sampler.sample(model, x_T, nfe, self.schedule), ref) for nfe in nfes]
+
 
 _CACHE: dict = {}
 

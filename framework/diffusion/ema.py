@@ -51,3 +51,27 @@ class EMA(nn.Module):
             with torch.no_grad():
                 for b, p in zip(backup, model.parameters()):
                     p.copy_(b)
+
+
+class EMATraining:
+    """Mixin for a LightningModule with `self.net`, `self.ema` and `self.seed`: the EMA and noise
+    bookkeeping that the image and the text modules share."""
+
+    def optimizer_step(self, *args, **kwargs):
+        """Update the EMA right after the weights: a checkpoint saved at this step's end then holds both."""
+        super().optimizer_step(*args, **kwargs)
+        self.ema.update(self.net)
+
+    @contextmanager
+    def ema_weights(self):
+        """The EMA weights in place of the trained ones (for validation and sampling)."""
+        with self.ema.swapped(self.net):
+            yield self.net
+
+    def _step_generator(self) -> torch.Generator:
+        """Training noise for this step from (seed, step, rank): ranks never share noise, and a resumed run replays it."""
+        return torch.Generator().manual_seed(hash((self.seed, int(self.global_step), self.global_rank)) % (2**62))
+
+    def _validation_generator(self, batch_idx: int) -> torch.Generator:
+        """The same noise at every validation, so validation losses are comparable across epochs."""
+        return torch.Generator().manual_seed(self.seed * 7919 + batch_idx)

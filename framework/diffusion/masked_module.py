@@ -10,7 +10,6 @@ masked_generate.py and framework.metrics.
 from __future__ import annotations
 
 import math
-from contextlib import contextmanager
 from pathlib import Path
 
 import lightning as L
@@ -21,14 +20,14 @@ from ..config import call_with_section, to_dict
 from ..io import atomic_write_text, write_json, write_table
 from ..samplers import build_from_config, build_sampler
 from ..samplers import masked as _masked  # noqa: F401  (registers the masked samplers)
-from .ema import EMA
+from .ema import EMA, EMATraining
 from .masked_generate import decode, evaluate_rows, generate_tokens, label_of
 from .masked_loss import LOSS_FORMS, elbo_estimate
 from .masking import build_masking_schedule
 from .optim import build_optimizer
 
 
-class MaskedDiffusion(L.LightningModule):
+class MaskedDiffusion(EMATraining, L.LightningModule):
     """Masked diffusion LM: loss = negative ELBO per token (nats); val/nll and val/bpt on EMA weights."""
 
     def __init__(self, config: dict, tokenizer_json: str):
@@ -58,20 +57,13 @@ class MaskedDiffusion(L.LightningModule):
         return est.mean() / tokens.shape[1]
 
     def training_step(self, batch, batch_idx):
-        g = torch.Generator().manual_seed(hash((self.seed, int(self.global_step), self.global_rank)) % (2**62))
-        loss = self._nll_per_token(batch[0], g)
+        loss = self._nll_per_token(batch[0], self._step_generator())
         self.log("train/loss", loss.float(), prog_bar=True, on_step=True, on_epoch=False)
         return loss.float()
 
-    def optimizer_step(self, *args, **kwargs):
-        """Update the EMA right after the weights: a checkpoint saved at this step's end then holds both."""
-        super().optimizer_step(*args, **kwargs)
-        self.ema.update(self.net)
-
     def validation_step(self, batch, batch_idx):
-        g = torch.Generator().manual_seed(self.seed * 7919 + batch_idx)  # the same masks at every validation
         with self.ema_weights():
-            nll = self._nll_per_token(batch[0], g)
+            nll = self._nll_per_token(batch[0], self._validation_generator(batch_idx))
         n = batch[0].shape[0]
         self.log("val/nll", nll.float(), prog_bar=True, sync_dist=True, batch_size=n)
         self.log("val/bpt", (nll / math.log(2)).float(), sync_dist=True, batch_size=n)
@@ -79,10 +71,6 @@ class MaskedDiffusion(L.LightningModule):
     def configure_optimizers(self):
         return build_optimizer(self.net.parameters(), **dict(self.hparams.config.get("optimizer", {})))
 
-    @contextmanager
-    def ema_weights(self):
-        with self.ema.swapped(self.net):
-            yield self.net
 
 
 # --- experiment hooks (train.py / sample.py) ---------------------------------------------

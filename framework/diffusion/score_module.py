@@ -7,7 +7,6 @@ EMA weights, so `ScoreDiffusion.load_from_checkpoint(path)` is all sample.py nee
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Optional
 
@@ -16,7 +15,7 @@ import torch
 
 from ..config import call_with_section, to_dict
 from .denoiser import Denoiser
-from .ema import EMA
+from .ema import EMA, EMATraining
 from .losses import diffusion_loss, sample_time
 from .optim import build_optimizer
 from .schedules import schedule_from_config
@@ -43,7 +42,7 @@ def build_network(model_cfg: dict, data_shape, num_classes: Optional[int]):
     raise ValueError(f"unknown model.name {name!r}; allowed: {', '.join(NETWORKS)}")
 
 
-class ScoreDiffusion(L.LightningModule):
+class ScoreDiffusion(EMATraining, L.LightningModule):
     """Noise-prediction training (Ho et al. 2020, Algorithm 1) with label dropout for classifier-free guidance."""
 
     def __init__(self, config: dict, data_shape: tuple, num_classes: Optional[int] = None):
@@ -61,12 +60,6 @@ class ScoreDiffusion(L.LightningModule):
         self.seed = int(config.get("seed", 0))
 
     # --- training --------------------------------------------------------------
-    def _step_generator(self, offset: int = 0) -> torch.Generator:
-        """Noise for this step depends on (seed, step, rank): ranks never share noise, and resuming replays it."""
-        g = torch.Generator()
-        g.manual_seed(hash((self.seed, int(self.global_step), self.global_rank, offset)) % (2**62))
-        return g
-
     def _labels(self, y: torch.Tensor, g: torch.Generator) -> Optional[torch.Tensor]:
         if not self.conditional:
             return None
@@ -84,27 +77,15 @@ class ScoreDiffusion(L.LightningModule):
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=False)
         return loss
 
-    def optimizer_step(self, *args, **kwargs):
-        """Update the EMA right after the weights: a checkpoint saved at this step's end then holds both."""
-        super().optimizer_step(*args, **kwargs)
-        self.ema.update(self.net)
-
     def validation_step(self, batch, batch_idx):
-        g = torch.Generator().manual_seed(self.seed * 7919 + batch_idx)  # the same noise at every validation
         with self.ema_weights():
-            loss = self._loss(batch, g)
+            loss = self._loss(batch, self._validation_generator(batch_idx))
         self.log("val/loss", loss, prog_bar=True, sync_dist=True, batch_size=batch[0].shape[0])
 
     def configure_optimizers(self):
         return build_optimizer(self.net.parameters(), **dict(self.hparams.config.get("optimizer", {})))
 
     # --- sampling access -----------------------------------------------------------
-    @contextmanager
-    def ema_weights(self):
-        """The EMA weights in place of the trained ones (for validation and sampling)."""
-        with self.ema.swapped(self.net):
-            yield self.net
-
     def denoiser(self, labels=None, guidance_scale: float = 1.0) -> Denoiser:
         """A Denoiser over the current network weights (use inside `ema_weights()` for the EMA ones)."""
         uncond = getattr(self.net, "null_label", None)

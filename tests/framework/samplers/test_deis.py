@@ -22,14 +22,6 @@ from framework.samplers.exp_integrator import schedule_coefs
 ORDER_NFES = (40, 80, 160)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """The oracle's tiny linear algebra runs ~10x faster single-threaded on a loaded machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 #: (registry name, options, expected order, lowest accepted fitted order) on the DEIS default grid
 #: (time_quadratic); rhoRK runs on 'time_uniform', where it is asymptotic from NFE 40 (see docs/deis_pndm.md).
 ORDER_CASES = [

@@ -23,19 +23,6 @@ NFES = [24, 48, 96]
 N_FIT = 32
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one thread is several times faster on a loaded machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def _errors(problem, sampler, nfes, n=N_FIT):
-    model = problem.mixture.eps_model(problem.schedule)
-    x_T, ref = problem.x_T[:n], problem.reference[:n]
-    return [mean_error(sampler.sample(model, x_T, nfe, problem.schedule), ref) for nfe in nfes]
 
 
 # (options, theoretical order, tolerance below, tolerance above); grid 'time_quadratic', lower_order_final off
@@ -58,7 +45,7 @@ ORDER_CASES = {
 def test_convergence_order(problem, case):
     options, order, below, above = ORDER_CASES[case]
     sampler = build_sampler("dpmsolver++", grid="time_quadratic", lower_order_final=False, **options)
-    errors = _errors(problem, sampler, NFES)
+    errors = problem.errors(sampler, NFES, n=N_FIT)
     assert all(a > b for a, b in zip(errors, errors[1:])), errors
     assert order - below <= empirical_order(NFES, errors) <= order + above, (case, errors)
 
@@ -71,7 +58,7 @@ def test_official_third_order_multistep_is_second_order(algorithm_type):
                            grid="time_quadratic", lower_order_final=False)
     nfes = [48, 96, 192]
     problem = oracle_problem("linear", 2)
-    official_errors, taylor_errors = _errors(problem, official, nfes, n=16), _errors(problem, taylor, nfes, n=16)
+    official_errors, taylor_errors = problem.errors(official, nfes, n=16), problem.errors(taylor, nfes, n=16)
     assert empirical_order(nfes, official_errors) == pytest.approx(2.0, abs=0.3)
     assert empirical_order(nfes, taylor_errors) > 2.6
     assert taylor_errors[-1] < official_errors[-1]
@@ -142,7 +129,7 @@ def test_versus_ddim_at_nfe_10_and_40(problem, case):
     options, at_10, at_40 = VERSUS_DDIM[case]
     ddim = build_sampler("ddim", final_denoise=False)
     sampler = build_sampler("dpmsolver++", grid="time_quadratic", **options)
-    (ddim_10, ddim_40), (ours_10, ours_40) = _errors(problem, ddim, [10, 40]), _errors(problem, sampler, [10, 40])
+    (ddim_10, ddim_40), (ours_10, ours_40) = problem.errors(ddim, [10, 40], n=N_FIT), problem.errors(sampler, [10, 40], n=N_FIT)
     if at_10 is not None:
         assert ours_10 * at_10 < ddim_10, (ddim_10 / ours_10)
     assert ours_40 * at_40 < ddim_40, (ddim_40 / ours_40)

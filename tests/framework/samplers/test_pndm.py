@@ -20,14 +20,6 @@ from framework.samplers.pndm import pndm_step, transfer
 ORDER_NFES = (40, 80, 160)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """The oracle's tiny linear algebra runs ~10x faster single-threaded on a loaded machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def errors(problem, sampler, nfes):
     return [mean_error(sampler.sample(problem.denoiser(), problem.x_T, n, problem.schedule), problem.reference) for n in nfes]

@@ -17,19 +17,6 @@ NFES = [24, 48, 96]
 N_FIT = 32
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one thread is several times faster on a loaded machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def _errors(problem, sampler, nfes, n=N_FIT):
-    model = problem.mixture.eps_model(problem.schedule)
-    x_T, ref = problem.x_T[:n], problem.reference[:n]
-    return [mean_error(sampler.sample(model, x_T, nfe, problem.schedule), ref) for nfe in nfes]
 
 
 # options -> theoretical order: p + 1 with the corrector (UniC-p, Theorem 3.1 / 3.2), p without it.
@@ -55,7 +42,7 @@ ORDER_CASES = {
 def test_convergence_order(problem, case):
     options, order = ORDER_CASES[case]
     sampler = build_sampler("unipc", grid="time_quadratic", lower_order_final=False, **options)
-    errors = _errors(problem, sampler, NFES)
+    errors = problem.errors(sampler, NFES, n=N_FIT)
     assert all(a > b for a, b in zip(errors, errors[1:])), errors
     assert order - BELOW.get(case, 0.4) <= empirical_order(NFES, errors) <= order + 0.4, (case, errors)
 
@@ -143,7 +130,7 @@ def test_versus_ddim_at_nfe_10_and_40(problem, case):
     options, at_10, at_40 = VERSUS_DDIM[case]
     ddim = build_sampler("ddim", final_denoise=False)
     sampler = build_sampler("unipc", grid="time_quadratic", **options)
-    (ddim_10, ddim_40), (ours_10, ours_40) = _errors(problem, ddim, [10, 40]), _errors(problem, sampler, [10, 40])
+    (ddim_10, ddim_40), (ours_10, ours_40) = problem.errors(ddim, [10, 40], n=N_FIT), problem.errors(sampler, [10, 40], n=N_FIT)
     assert ours_10 * at_10 < ddim_10, ddim_10 / ours_10
     assert ours_40 * at_40 < ddim_40, ddim_40 / ours_40
 
