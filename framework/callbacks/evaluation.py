@@ -51,6 +51,16 @@ def gather_ordered(local: torch.Tensor, indices: Sequence[int], total: int, worl
     return out
 
 
+def fill_last_batch(indices: Sequence[int], total: int, batch_size: int) -> list[int]:
+    """`indices` followed by extra indices total, total+1, ... up to a multiple of batch_size.
+
+    Tasks generate the padded list and drop the extra samples, so every generator call sees the same
+    batch shape and a sample's value does not depend on which rank or batch produced it.
+    """
+    indices = list(indices)
+    return indices + [total + j for j in range((-len(indices)) % batch_size)]
+
+
 def _save_samples(samples: torch.Tensor, path: Path) -> None:
     import io
 

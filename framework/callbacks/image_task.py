@@ -17,6 +17,7 @@ from ..generate import generate_samples
 from ..io import save_image_grid
 from ..metrics.features import feature_network
 from ..metrics.image import IMAGE_METRICS, ImageQuality
+from .evaluation import fill_last_batch
 from .settings import EvaluationSettings
 
 REFERENCE_KEYS = {"split": "train", "num_samples": None}
@@ -67,7 +68,7 @@ class ImageTask:
         sample's value independent of which rank and which batch it was generated in.
         """
         indices = list(indices)
-        padded = indices + [self.settings.num_samples + j for j in range((-len(indices)) % self.settings.batch_size)]
+        padded = fill_last_batch(indices, self.settings.num_samples, self.settings.batch_size)
         labels = None
         if module.conditional:
             num_classes = int(module.hparams.num_classes)

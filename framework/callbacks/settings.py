@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from ..samplers import build_from_config
 
@@ -31,6 +31,8 @@ KEYS = {
     "metrics": {},
 }
 _LABEL = re.compile(r"^[A-Za-z0-9_.,+=-]+$")
+# (sampler config without label/nfe, nfe) -> None, raising ValueError when that sampler cannot run at that NFE
+NfeCheck = Callable[[dict, int], None]
 
 
 @dataclass
@@ -94,8 +96,12 @@ def _nfe_list(name: str, value: Any) -> list[int]:
     return [_positive_int(name, v) for v in values]
 
 
-def sampler_entry(cfg: Any, default_nfe: list[int]) -> SamplerEntry:
-    """Build one sampler entry and check that it accepts each of its NFEs."""
+def sampler_entry(cfg: Any, default_nfe: list[int], check_nfe: Optional[NfeCheck] = None) -> SamplerEntry:
+    """Build one sampler entry and check that it accepts each of its NFEs.
+
+    `check_nfe` replaces the sampler's own check_nfe for samplers whose NFE depends on more
+    than their options (masked samplers: the sequence length); the image path leaves it None.
+    """
     cfg = dict(cfg)
     if "name" not in cfg:
         raise ValueError(f"every evaluation.samplers entry needs a 'name', got {cfg!r}")
@@ -105,22 +111,25 @@ def sampler_entry(cfg: Any, default_nfe: list[int]) -> SamplerEntry:
     sampler = build_from_config(cfg)
     for k in nfe:
         try:
-            sampler.check_nfe(k)
+            sampler.check_nfe(k) if check_nfe is None else check_nfe(dict(cfg), k)
         except ValueError as err:
             raise ValueError(f"evaluation sampler {label!r} cannot run at nfe={k}: {err} "
                              f"(give the entry its own `nfe: [...]` list)") from None
     return SamplerEntry(label, sampler, nfe)
 
 
-def evaluation_settings(section: Optional[dict]) -> EvaluationSettings:
-    """Validate the `evaluation:` section; unknown keys, bad values and duplicate labels raise ValueError."""
+def evaluation_settings(section: Optional[dict], check_nfe: Optional[NfeCheck] = None) -> EvaluationSettings:
+    """Validate the `evaluation:` section; unknown keys, bad values and duplicate labels raise ValueError.
+
+    `check_nfe`: see sampler_entry (None: each sampler checks its own NFEs).
+    """
     section = dict(section or {})
     unknown = sorted(set(section) - set(KEYS))
     if unknown:
         raise ValueError(f"unknown evaluation key(s) {', '.join(unknown)}; allowed: {', '.join(KEYS)}")
     s = {**KEYS, **section}
     nfe = _nfe_list("evaluation.nfe", s["nfe"])
-    entries = [sampler_entry(c, nfe) for c in (s["samplers"] or [])]
+    entries = [sampler_entry(c, nfe, check_nfe) for c in (s["samplers"] or [])]
     labels = [e.label for e in entries]
     duplicates = sorted({x for x in labels if labels.count(x) > 1})
     if duplicates:

@@ -113,7 +113,11 @@ def build_evaluator(config: dict, tokenizer_json: str, datamodule, log=print):
 
 
 def after_fit(cfg, module: MaskedDiffusion, datamodule, out_dir: Path) -> dict:
-    """Sample with every configured sampler; write the texts and a table with gen. perplexity and entropy."""
+    """Sample with every configured sampler; write the texts and a table with gen. perplexity and entropy.
+
+    With `evaluation.samplers` listed (and `evaluation.after_fit`, the default) the sampler evaluation
+    runs too: eval/final/ gets the per-(sampler, NFE) table, the plot and the sample texts.
+    """
     config = to_dict(cfg)
     sampling = dict(config.get("sampling", {}))
     n, seed = int(sampling.get("num_samples", 16)), int(sampling.get("seed", 0))
@@ -131,7 +135,13 @@ def after_fit(cfg, module: MaskedDiffusion, datamodule, out_dir: Path) -> dict:
     text = "".join(f"## {label}\n\n" + "\n\n".join(decode(module.tokenizer, tokens)) + "\n\n" for label, (tokens, _) in samples.items())
     atomic_write_text(Path(out_dir) / "samples" / "text_samples.md", text)
     write_table(rows, Path(out_dir) / "samples" / "summary.csv", Path(out_dir) / "samples" / "summary.md")
-    return {"rows": rows}
+    summary = {"rows": rows}
+    from ..callbacks.text_task import text_evaluation_settings
+
+    settings = text_evaluation_settings(config)
+    if settings.enabled and settings.after_fit:
+        summary["evaluation"] = evaluate(config, module, datamodule, out_dir)
+    return summary
 
 
 def sampler_for_cli(name: str, nfe, options: dict, seq_len: int):
@@ -148,6 +158,48 @@ def sampler_for_cli(name: str, nfe, options: dict, seq_len: int):
     if getattr(sampler, "data_kind", "continuous") != "masked":
         raise ValueError(f"sampler {name!r} is not a masked sampler; allowed: mdlm_tstep, fhs, fhs_parallel")
     return sampler
+
+
+# the option an evaluation NFE sets, per masked sampler (fhs has none: it always uses L evaluations)
+NFE_OPTION = {"mdlm_tstep": "steps", "fhs_parallel": "k"}
+
+
+def masked_sampler_at(cfg: dict, nfe: int, seq_len: int):
+    """An evaluation entry's masked sampler at one NFE, by sampler_for_cli's rule; the entry must not fix that option."""
+    options = {k: v for k, v in dict(cfg).items() if k != "name"}
+    name = str(cfg.get("name"))
+    key = NFE_OPTION.get(name)
+    if key in options:
+        raise ValueError(f"evaluation sampler {name!r}: leave out {key!r}, the evaluation's nfe sets it "
+                         f"({key} = {'nfe' if key == 'steps' else 'ceil(L / nfe)'})")
+    return sampler_for_cli(name, nfe, options, seq_len)
+
+
+def build_callbacks(cfg, out_dir: Path) -> list:
+    """Training callbacks: the sampler evaluation (gen. perplexity + entropy) every N validation epochs, if configured.
+
+    The `evaluation:` section is validated here (every sampler built at every NFE), so a bad entry
+    fails before training starts.
+    """
+    from ..callbacks import SamplerEvaluation
+    from ..callbacks.text_task import TextTask, text_evaluation_settings
+
+    config = to_dict(cfg)
+    settings = text_evaluation_settings(config)
+    if settings.enabled and settings.every_n_val_epochs:
+        return [SamplerEvaluation(settings, TextTask(settings, config), out_dir)]
+    return []
+
+
+def evaluate(config: dict, module: MaskedDiffusion, datamodule, out_dir: Path, tag: str = "final") -> list[dict]:
+    """Run the text sampler evaluation once in this process (after training); rows of the table in <out>/eval/<tag>/."""
+    from ..callbacks import Evaluator
+    from ..callbacks.text_task import TextTask, text_evaluation_settings
+
+    settings = text_evaluation_settings(config)
+    task = TextTask(settings, config, distributed=False)
+    task.prepare(datamodule)
+    return Evaluator(settings, task, out_dir).run(module, tag, prefix=tag)
 
 
 def sample_cli(args, module: MaskedDiffusion) -> None:

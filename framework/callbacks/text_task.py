@@ -1,0 +1,108 @@
+"""What the sampler evaluation needs to know about text: generate from a MaskedDiffusion module, score, show.
+
+Generation goes through framework.diffusion.masked_generate.generate_tokens (sample i seeded by
+(seed, i)); an entry's NFE sets the masked sampler's step option by sample.py's rule
+(masked_module.masked_sampler_at). Scores: framework.metrics.text_quality.TextQuality, i.e.
+generative perplexity under the project's cached evaluator LM (masked_module.build_evaluator)
+and the mean per-sequence unigram entropy, always reported together.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+import torch
+
+from ..diffusion.masked_generate import decode, generate_tokens
+from ..diffusion.masked_module import NFE_OPTION, build_evaluator, masked_sampler_at
+from ..io import atomic_write_text
+from ..metrics.text import text_metrics
+from ..metrics.text_quality import TEXT_METRICS, TextQuality
+from .evaluation import fill_last_batch
+from .image_task import _checked
+from .settings import EvaluationSettings, evaluation_settings
+
+# text-only keys of the `evaluation:` section, read by build_evaluator (not by evaluation_settings)
+EVALUATOR_KEYS = {"evaluator": "project", "cache_dir": "runs/cache/evaluator", "lm": {}}
+REFERENCE_KEYS = {"split": "test"}
+METRIC_KEYS = {"batch_size": 64}
+
+
+def text_evaluation_settings(config: dict) -> EvaluationSettings:
+    """The validated `evaluation:` section of a masked config: its evaluator keys set aside, NFEs checked at data.seq_len."""
+    section = {k: v for k, v in dict(config.get("evaluation") or {}).items() if k not in EVALUATOR_KEYS}
+    seq_len = int(dict(config.get("data") or {}).get("seq_len", 64))
+    settings = evaluation_settings(section, lambda cfg, nfe: masked_sampler_at(cfg, nfe, seq_len))
+    if settings.features:
+        raise ValueError(f"evaluation.features is for images; the text evaluation allows none, got {settings.features!r}")
+    _checked(settings.reference, REFERENCE_KEYS, "evaluation.reference")
+    _checked(settings.metrics, METRIC_KEYS, "evaluation.metrics")
+    return settings
+
+
+class TextTask:
+    """Text generation and generative perplexity + entropy for `SamplerEvaluation` (MaskedDiffusion on text data)."""
+
+    metric_names: Sequence[str] = TEXT_METRICS
+    plot_metrics: Sequence[str] = TEXT_METRICS
+
+    def __init__(self, settings: EvaluationSettings, config: dict, distributed: bool = True):
+        self.settings, self.distributed = settings, distributed
+        section = dict(config.get("evaluation") or {})
+        self.evaluator_config = {"evaluation": {k: section.get(k, v) for k, v in EVALUATOR_KEYS.items()}}
+        self.reference = _checked(settings.reference, REFERENCE_KEYS, "evaluation.reference")
+        self.metric_options = _checked(settings.metrics, METRIC_KEYS, "evaluation.metrics")
+        self.metric: Optional[TextQuality] = None
+        self.tokenizer = None
+        self.info: dict = {}
+
+    def prepare(self, datamodule, is_writer: bool = True, barrier: Callable[[], None] = lambda: None) -> dict:
+        """Load (or train once, on the writer, and cache) the evaluator LM and build the metric."""
+        if self.metric is not None:
+            return self.info
+        if datamodule is None or not hasattr(datamodule, "blocks"):
+            raise ValueError("the text evaluation needs the experiment's TextDataModule (trainer.fit(..., datamodule=...))")
+        datamodule.setup()
+        split = self.reference["split"]
+        if split not in datamodule.blocks:
+            raise ValueError(f"evaluation.reference.split={split!r} is not allowed; allowed: {', '.join(datamodule.blocks)}")
+        lm = build_evaluator(self.evaluator_config, datamodule.tokenizer_json, datamodule) if is_writer else None
+        barrier()
+        if lm is None:
+            lm = build_evaluator(self.evaluator_config, datamodule.tokenizer_json, datamodule)
+        self.tokenizer = datamodule.tokenizer
+        self.metric = TextQuality(lm, sync_on_compute=self.distributed, **self.metric_options)
+        reference = text_metrics(lm, datamodule.blocks[split][: self.settings.num_samples], self.metric.batch_size)
+        ev = self.evaluator_config["evaluation"]
+        self.info = {"evaluator": ev["evaluator"], "evaluator_cache_dir": str(ev["cache_dir"]), "reference_split": split,
+                     **{f"reference_{k}": v for k, v in reference.items()}, **self.metric.describe()}
+        return self.info
+
+    def generate(self, module, sampler, nfe: int, indices: Sequence[int]) -> tuple[torch.Tensor, dict]:
+        """Token sequences [len(indices), L] for these global indices (use inside module.ema_weights()), on the CPU.
+
+        The entry's sampler is rebuilt at this NFE (its NFE-set option dropped first); the last
+        batch is filled up as in ImageTask.generate so every call has the same batch shape.
+        """
+        cfg = sampler.to_config()
+        cfg.pop(NFE_OPTION.get(cfg["name"]), None)
+        at_nfe = masked_sampler_at(cfg, nfe, module.seq_len)
+        indices = list(indices)
+        padded = fill_last_batch(indices, self.settings.num_samples, self.settings.batch_size)
+        tokens, stats = generate_tokens(module.net, at_nfe, padded, self.settings.seed, module.seq_len, module.mask_id,
+                                        module.schedule, self.settings.batch_size, module.device)
+        return tokens[: len(indices)], stats
+
+    def write_grid(self, samples_by_nfe: dict[int, torch.Tensor], path: Path) -> Path:
+        """The decoded first `grid_size` samples per NFE, as markdown next to where an image grid would go (.md)."""
+        if self.tokenizer is None:
+            raise RuntimeError("call TextTask.prepare(datamodule) before write_grid")
+        n = self.settings.grid_size
+        parts = [f"## nfe {k}\n\n" + "".join(f"{i}. {text}\n" for i, text in enumerate(self._lines(samples_by_nfe[k][:n])))
+                 for k in sorted(samples_by_nfe)]
+        return atomic_write_text(Path(path).with_suffix(".md"), "\n".join(parts))
+
+    def _lines(self, tokens: torch.Tensor) -> list[str]:
+        """Decoded sequences on one line each (a newline inside a sample would break the markdown list)."""
+        return [" ".join(text.splitlines()) for text in decode(self.tokenizer, tokens)]
