@@ -204,6 +204,9 @@ def evaluate(config: dict, module: MaskedDiffusion, datamodule, out_dir: Path, t
 
 def sample_cli(args, module: MaskedDiffusion) -> None:
     """sample.py for masked models: write the decoded texts and a JSON of settings and timings into args.out."""
+    if getattr(args, "evaluate", False):
+        raise ValueError("--evaluate is not available for text checkpoints yet; train.py evaluates them "
+                         "(evaluation: section) during and after training, into <out_dir>/eval/")
     sampler = sampler_for_cli(args.sampler, args.nfe, args.options, module.seq_len)
     device = torch.device(args.device)
     module.to(device).eval()
