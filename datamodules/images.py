@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from typing import Optional
 
-import lightning as L
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
+from .loaders import SplitDataModule
 from .image_io import LoadedImages, load_images, to_unit_range
 
 SPLITS = ("train", "val")
@@ -46,7 +46,7 @@ class ImageDataset(Dataset):
         return to_unit_range(self.images)
 
 
-class ImageDataModule(L.LightningDataModule):
+class ImageDataModule(SplitDataModule):
     """Shared split, loaders and helpers; subclasses implement `_load()` -> LoadedImages."""
 
     def __init__(self, batch_size: int = 128, val_fraction: float = 0.1, seed: int = 0, num_workers: int = 0):
@@ -91,19 +91,6 @@ class ImageDataModule(L.LightningDataModule):
         train_idx, val_idx = split_indices(images.shape[0], self.val_fraction, self.seed)
         self.train_dataset = ImageDataset(images[train_idx], labels[train_idx])
         self.val_dataset = ImageDataset(images[val_idx], labels[val_idx])
-
-    def _loader(self, dataset: ImageDataset, shuffle: bool) -> DataLoader:
-        generator = torch.Generator().manual_seed(self.seed) if shuffle else None
-        return DataLoader(dataset, batch_size=self.batch_size, shuffle=shuffle, generator=generator,
-                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
-
-    def train_dataloader(self) -> DataLoader:
-        self.setup()
-        return self._loader(self.train_dataset, shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        self.setup()
-        return self._loader(self.val_dataset, shuffle=False)
 
     def real_images(self, split: str = "train", n: Optional[int] = None) -> torch.Tensor:
         """The first n images (all when None) of `split`, float32 in [-1, 1]; e.g. for FID reference statistics."""

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from typing import Optional
 
-import lightning as L
 import torch
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import TensorDataset
 
 from framework.oracles import GaussianMixture
+
+from .loaders import SplitDataModule
 
 _DATA_SEED_OFFSET = 1_000_003  # the data stream's seed differs from the one that drew the mixture
 
@@ -22,7 +23,7 @@ def sample_with_components(mixture: GaussianMixture, n: int, generator: torch.Ge
     return mixture.sample_with_components(n, generator)
 
 
-class GaussianMixtureDataModule(L.LightningDataModule):
+class GaussianMixtureDataModule(SplitDataModule):
     """Fixed train/val sets drawn from GaussianMixture.random(components, dim, seed); batches (x float32 [B, dim], y component).
 
     `mixture` is the exact oracle. num_classes is None, or `components` with
@@ -59,19 +60,6 @@ class GaussianMixtureDataModule(L.LightningDataModule):
         x = x.to(torch.float32)
         self.train_dataset = TensorDataset(x[: self.n_train], y[: self.n_train])
         self.val_dataset = TensorDataset(x[self.n_train :], y[self.n_train :])
-
-    def _loader(self, dataset: TensorDataset, shuffle: bool) -> DataLoader:
-        generator = torch.Generator().manual_seed(self.seed) if shuffle else None
-        return DataLoader(dataset, batch_size=self.batch_size, shuffle=shuffle, generator=generator,
-                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
-
-    def train_dataloader(self) -> DataLoader:
-        self.setup()
-        return self._loader(self.train_dataset, shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        self.setup()
-        return self._loader(self.val_dataset, shuffle=False)
 
     def real_samples(self, split: str = "train", n: Optional[int] = None) -> torch.Tensor:
         """The first n float32 samples (all when None) of `split` ('train' or 'val')."""

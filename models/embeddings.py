@@ -80,3 +80,16 @@ class Conditioning(nn.Module):
         if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) > self.num_classes):
             raise ValueError(f"labels must lie in 0..{self.num_classes} ({self.num_classes} = null label)")
         return labels
+
+
+class ConditionedNetwork:
+    """Mixin for a network with a `Conditioning` at `self.cond`: its class count and CFG null label."""
+
+    @property
+    def num_classes(self) -> Optional[int]:
+        return self.cond.num_classes
+
+    @property
+    def null_label(self) -> Optional[int]:
+        """The classifier-free-guidance unconditional label (num_classes), or None when unconditional."""
+        return self.cond.null_label

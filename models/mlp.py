@@ -12,7 +12,7 @@ from typing import Optional
 import torch
 from torch import nn
 
-from .embeddings import Conditioning, time_vector
+from .embeddings import ConditionedNetwork, Conditioning, time_vector
 
 
 class MLPBlock(nn.Module):
@@ -27,7 +27,7 @@ class MLPBlock(nn.Module):
         return h + self.net(self.norm(h) + emb)
 
 
-class MLPDenoiser(nn.Module):
+class MLPDenoiser(ConditionedNetwork, nn.Module):
     """forward(x [B, dim], t, labels=None) -> [B, dim]; `depth` residual blocks of width `hidden`.
 
     The output layer starts at zero, so an untrained model predicts zero. With
@@ -48,15 +48,6 @@ class MLPDenoiser(nn.Module):
         self.out = nn.Sequential(nn.LayerNorm(hidden), nn.SiLU(), nn.Linear(hidden, dim))
         nn.init.zeros_(self.out[-1].weight)
         nn.init.zeros_(self.out[-1].bias)
-
-    @property
-    def num_classes(self) -> Optional[int]:
-        return self.cond.num_classes
-
-    @property
-    def null_label(self) -> Optional[int]:
-        """The classifier-free-guidance unconditional label (num_classes), or None when unconditional."""
-        return self.cond.null_label
 
     def forward(self, x: torch.Tensor, t, labels: Optional[torch.Tensor] = None) -> torch.Tensor:
         if x.ndim != 2 or x.shape[1] != self.dim:

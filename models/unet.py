@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .embeddings import Conditioning, time_vector
+from .embeddings import ConditionedNetwork, Conditioning, time_vector
 
 
 def _groups(channels: int) -> int:
@@ -100,7 +100,7 @@ class Stage(nn.Module):
         return x if self.attn is None else self.attn(x)
 
 
-class UNet(nn.Module):
+class UNet(ConditionedNetwork, nn.Module):
     """Noise (or x0 / v) prediction network: forward(x [B, C, H, W], t [B] in [0, 1], labels [B] | None) -> [B, C, H, W].
 
     `channel_mults` gives one level per entry (each level but the last halves the
@@ -139,15 +139,6 @@ class UNet(nn.Module):
         self.conv_out = nn.Sequential(_norm(base_channels), nn.SiLU(), nn.Conv2d(base_channels, in_channels, 3, padding=1))
         nn.init.zeros_(self.conv_out[-1].weight)
         nn.init.zeros_(self.conv_out[-1].bias)
-
-    @property
-    def num_classes(self) -> Optional[int]:
-        return self.cond.num_classes
-
-    @property
-    def null_label(self) -> Optional[int]:
-        """The classifier-free-guidance unconditional label (num_classes), or None when unconditional."""
-        return self.cond.null_label
 
     @staticmethod
     def _build_down(widths, num_res_blocks, emb_dim, dropout, attn, num_heads):
