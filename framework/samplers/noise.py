@@ -19,13 +19,23 @@ def randn_like(x: torch.Tensor, generator: GeneratorLike = None) -> torch.Tensor
 
 def randn(shape, generator: GeneratorLike = None, dtype=torch.float32, device=None) -> torch.Tensor:
     """Standard normal noise of `shape`; with a list of generators, one per leading index."""
+    return _draw(torch.randn, shape, generator, dtype, device)
+
+
+def uniform(shape, generator: GeneratorLike = None, dtype=torch.float64, device=None) -> torch.Tensor:
+    """U[0, 1) noise of `shape` in `dtype`; with a list of generators, row i comes from generator i alone."""
+    return _draw(torch.rand, shape, generator, dtype, device)
+
+
+def _draw(fn, shape, generator: GeneratorLike, dtype, device) -> torch.Tensor:
+    """fn(shape) from one generator (or the global one), or row i from generator i of a list."""
     shape = tuple(shape)
     if generator is None or isinstance(generator, torch.Generator):
         gen_device = generator.device if generator is not None else device
-        return torch.randn(shape, generator=generator, dtype=dtype, device=gen_device).to(device)
+        return fn(shape, generator=generator, dtype=dtype, device=gen_device).to(device)
     if len(generator) != shape[0]:
         raise ValueError(f"got {len(generator)} generators for a batch of {shape[0]}")
-    return torch.stack([torch.randn(shape[1:], generator=g, dtype=dtype, device=g.device) for g in generator]).to(device)
+    return torch.stack([fn(shape[1:], generator=g, dtype=dtype, device=g.device) for g in generator]).to(device)
 
 
 def sample_generators(seed: int, indices: Sequence[int], device="cpu") -> list[torch.Generator]:

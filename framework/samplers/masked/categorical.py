@@ -13,7 +13,7 @@ from typing import Optional
 
 import torch
 
-from ..noise import GeneratorLike
+from ..noise import GeneratorLike, uniform
 
 PRECISIONS = {"float64": torch.float64, "float32": torch.float32}
 
@@ -23,17 +23,6 @@ def precision_dtype(precision: str) -> torch.dtype:
     if precision not in PRECISIONS:
         raise ValueError(f"precision {precision!r} is not allowed; allowed: {', '.join(PRECISIONS)}")
     return PRECISIONS[precision]
-
-
-def uniform(shape, generator: GeneratorLike = None, dtype: torch.dtype = torch.float64, device=None) -> torch.Tensor:
-    """U[0, 1) noise of `shape` in `dtype`; with a list of generators, row i comes from generator i alone."""
-    shape = tuple(shape)
-    if generator is None or isinstance(generator, torch.Generator):
-        gen_device = generator.device if generator is not None else device
-        return torch.rand(shape, generator=generator, dtype=dtype, device=gen_device).to(device)
-    if len(generator) != shape[0]:
-        raise ValueError(f"got {len(generator)} generators for a batch of {shape[0]}")
-    return torch.stack([torch.rand(shape[1:], generator=g, dtype=dtype, device=g.device) for g in generator]).to(device)
 
 
 def gumbel_from_uniform(u: torch.Tensor) -> torch.Tensor:

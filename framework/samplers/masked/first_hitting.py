@@ -17,7 +17,8 @@ import torch
 from ..base import Option, positive_int
 from ..registry import register
 from .base import PRECISION_OPTION, MaskedDenoiser, MaskedSampler, split_generators
-from .categorical import sample_categorical, sample_without_replacement, uniform
+from ..noise import uniform
+from .categorical import sample_categorical, sample_without_replacement
 
 
 def next_event_log1m_alpha(log1m_alpha_t: torch.Tensor, n: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
