@@ -225,13 +225,7 @@ def _ratio(a, b):
 
 def allowed_nfe(sampler, nfe: int) -> Optional[int]:
     """`nfe`, or the nearest larger NFE (up to +3) the sampler can spend exactly."""
-    for candidate in range(nfe, nfe + 4):
-        try:
-            sampler.steps_for_nfe(candidate)
-            return candidate
-        except ValueError:
-            continue
-    return None
+    return next((c for c in range(nfe, nfe + 4) if sampler.allows_nfe(c)), None)
 
 
 def order_rows(problem: Problem, built, nfes: Sequence[int] = ORDER_NFES) -> list[dict]:

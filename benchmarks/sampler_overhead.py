@@ -65,14 +65,8 @@ def make_network(seed: int = 0) -> torch.nn.Module:
 
 def nearest_nfe(sampler, nfe: int, span: int = 4) -> Optional[int]:
     """`nfe` if the sampler allows it, else the closest allowed NFE within `span` (ties: the larger)."""
-    for d in range(span + 1):
-        for candidate in (nfe + d, nfe - d):
-            try:
-                sampler.steps_for_nfe(candidate)
-                return candidate
-            except ValueError:
-                continue
-    return None
+    candidates = (c for d in range(span + 1) for c in (nfe + d, nfe - d))
+    return next((c for c in candidates if sampler.allows_nfe(c)), None)
 
 
 @torch.no_grad()

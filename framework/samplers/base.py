@@ -108,6 +108,14 @@ class Sampler:
             )
         return budget // self.evals_per_step
 
+    def allows_nfe(self, nfe: int) -> bool:
+        """Whether the method can spend exactly `nfe` evaluations."""
+        try:
+            self.steps_for_nfe(nfe)
+        except ValueError:
+            return False
+        return True
+
     def nfe_for_steps(self, steps: int) -> int:
         return steps * self.evals_per_step + int(self.options["final_denoise"])
 
