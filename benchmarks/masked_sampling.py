@@ -1,16 +1,25 @@
 """Masked-diffusion sampling benchmark (Zheng et al. 2024, Sec. 4-5) on the KJV model.
 
 Trains the default model (configs/text_kjv.yaml, or loads --ckpt), trains/loads the cached evaluator
-LM, then prints for FHS and the T-step sampler (128/512/2048 steps, float32 and float64): wall time
-per sample, NFE per sample, generative perplexity and unigram entropy, FHS's speed-up over T-step,
-and the held-out reference. Writes a markdown table, a CSV and a plot.
+LM, then prints two tables and writes them with a plot:
 
-  python benchmarks/masked_sampling.py --out runs/bench_masked [--ckpt path] [--steps 128 512 2048]
+1. End to end, for FHS and the T-step sampler (--steps, float32 and float64): wall time per sample,
+   NFE per sample, generative perplexity and unigram entropy with their standard errors, FHS's
+   speed-up over T-step, and the held-out reference.
+2. The mechanism, without Monte Carlo noise: the entropy of the token one T-step draw reveals, under
+   float32 and float64 (the closed-form law `reveal_law`), averaged over the model's own conditionals
+   on held-out text masked at reveal times t spread by the schedule.
+
+Samples are cached per row under <out>/samples/, so an interrupted run resumes, and two processes
+with different --steps/--precisions and --sample-only can share the sampling (then run once without).
+
+  python benchmarks/masked_sampling.py --out runs/bench_masked [--ckpt path] [--steps 128 512 2048 8192]
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import os
 import sys
 import time
@@ -18,6 +27,8 @@ from pathlib import Path
 
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import torch  # noqa: E402
 
 
 def train_model(cfg, out: Path):
@@ -37,9 +48,62 @@ def train_model(cfg, out: Path):
     return module, dm
 
 
-def main(argv=None) -> int:
-    import torch
+def _entropy(q: torch.Tensor) -> torch.Tensor:
+    return -(q * q.clamp_min(1e-300).log()).sum(-1)
 
+
+@torch.no_grad()
+def reveal_entropy_rows(net, schedule, blocks: torch.Tensor, mask_id: int, steps, n_times: int = 32, seed: int = 0) -> list[dict]:
+    """Per T and precision: the mean entropy of the token a T-step draw reveals, and how often it reveals.
+
+    At each reveal time t (midpoints of n_times equal bins of alpha, i.e. spread as the reveal times
+    are), the held-out blocks are masked with probability 1 - alpha(t) and the model's conditionals p
+    at the masked positions are pushed through `reveal_law` with eps = (alpha_s - alpha_t)/(1 - alpha_t),
+    s = t - 1/T (the uniform T-step grid). `reveal_rate` = P(reveal) / eps (1 for an exact draw).
+    """
+    from framework.samplers.masked.categorical import reveal_law
+
+    g = torch.Generator().manual_seed(seed)
+    alphas = (torch.arange(n_times, dtype=torch.float64) + 0.5) / n_times
+    times = schedule.t_from_alpha(alphas)
+    acc = {(T, prec): [0.0, 0.0, 0.0] for T in steps for prec in ("float64", "float32")}
+    for t in times.tolist():
+        x = blocks.clone()
+        masked = torch.rand(x.shape, generator=g, dtype=torch.float64) < 1 - float(schedule.alpha(t))
+        x[masked] = mask_id
+        p = torch.softmax(net(x).to(torch.float64), dim=-1)[masked]
+        for T in steps:
+            s = max(t - 1.0 / T, 0.0)
+            eps = float((schedule.alpha(s) - schedule.alpha(t)) / (1 - schedule.alpha(t)))
+            for prec in ("float64", "float32"):
+                q = reveal_law(p, eps, prec)
+                rate = q.sum(-1)
+                a = acc[(T, prec)]
+                a[0] += float(_entropy(p).mean()) / n_times
+                a[1] += float(_entropy(q / rate[:, None]).mean()) / n_times
+                a[2] += float(rate.mean()) / eps / n_times
+    return [{"steps": T, "precision": prec, "model_entropy": a[0], "revealed_entropy": a[1],
+             "entropy_drop": a[0] - a[1], "reveal_rate": a[2]} for (T, prec), a in acc.items()]
+
+
+def _slug(label: str) -> str:
+    return label.replace("=", "").replace(" ", "_")
+
+
+def cached_samples(path: Path, make):
+    """(tokens, stats) from `path` if present, else make() saved atomically (a crash resumes here)."""
+    from framework.io import atomic_write_bytes
+
+    if path.exists():
+        return torch.load(path)
+    result = make()
+    buf = io.BytesIO()
+    torch.save(result, buf)
+    atomic_write_bytes(path, buf.getvalue())
+    return result
+
+
+def main(argv=None) -> int:
     from framework.config import load_config
     from framework.diffusion.masked_generate import decode, evaluate_rows, generate_tokens
     from framework.diffusion.masked_module import build_datamodule, build_evaluator, load_module
@@ -50,10 +114,12 @@ def main(argv=None) -> int:
     p.add_argument("--config", default="configs/text_kjv.yaml")
     p.add_argument("--ckpt", default=None, help="reuse a trained model instead of training")
     p.add_argument("--out", default="runs/bench_masked")
-    p.add_argument("--steps", type=int, nargs="+", default=[128, 512, 2048])
-    p.add_argument("--num-samples", type=int, default=32)
+    p.add_argument("--steps", type=int, nargs="+", default=[128, 512, 2048, 8192])
+    p.add_argument("--precisions", nargs="+", default=["float64", "float32"], choices=["float64", "float32"])
+    p.add_argument("--num-samples", type=int, default=128)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--sample-only", action="store_true", help="fill the sample cache and stop (to split the work)")
     p.add_argument("overrides", nargs="*")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -64,51 +130,72 @@ def main(argv=None) -> int:
         module = load_module(args.ckpt)
         dm = build_datamodule(module.hparams.config, module.hparams.tokenizer_json)
         dm.setup()
+    elif (out / "model.ckpt").exists():
+        module = load_module(out / "model.ckpt")
+        dm = build_datamodule(module.hparams.config, module.hparams.tokenizer_json)
+        dm.setup()
     else:
         module, dm = train_model(cfg, out)
     module.eval()
-    configs = [("fhs", {})] + [("mdlm_tstep", {"steps": s, "precision": prec}) for s in args.steps for prec in ("float64", "float32")]
-    samples, texts = {}, {}
+    configs = [("fhs", {})] + [("mdlm_tstep", {"steps": s, "precision": prec}) for s in args.steps for prec in args.precisions]
+    samples = {}
     with module.ema_weights():
         for name, opts in configs:
-            sampler = build_sampler(name, **opts)
             label = name if not opts else f"T={opts['steps']} {opts['precision']}"
-            samples[label] = generate_tokens(module.net, sampler, range(args.num_samples), 0, module.seq_len, module.mask_id,
-                                             module.schedule, args.batch_size)
-            texts[label] = decode(module.tokenizer, samples[label][0][:3])
+
+            def make(name=name, opts=opts):
+                return generate_tokens(module.net, build_sampler(name, **opts), range(args.num_samples), 0, module.seq_len,
+                                       module.mask_id, module.schedule, args.batch_size)
+
+            samples[label] = cached_samples(out / "samples" / f"{_slug(label)}_n{args.num_samples}.pt", make)
             print(f"{label}: {samples[label][1]['seconds_per_sample'] * 1e3:.1f} ms/sample, {samples[label][1]['nfe_per_sample']:.1f} NFE/sample", flush=True)
+        if args.sample_only:
+            return 0
+        mechanism = reveal_entropy_rows(module.net, module.schedule, dm.blocks["test"][:256], module.mask_id, args.steps)
+    write_table(mechanism, out / "reveal_entropy.csv", out / "reveal_entropy.md")
+    print((out / "reveal_entropy.md").read_text())
     lm = build_evaluator(module.hparams.config, module.hparams.tokenizer_json, dm)
-    rows = evaluate_rows(lm, samples, dm.blocks["test"][: args.num_samples])
+    rows = evaluate_rows(lm, samples, dm.blocks["test"][: args.num_samples], errors=True)
     fhs_time = samples["fhs"][1]["seconds_per_sample"]
     for r in rows:
         r["speedup_of_fhs"] = r["seconds_per_sample"] / fhs_time if r["seconds_per_sample"] else float("nan")
     write_table(rows, out / "masked_sampling.csv", out / "masked_sampling.md")
     print((out / "masked_sampling.md").read_text())
     with open(out / "samples.md", "w") as f:
-        for label, t in texts.items():
-            f.write(f"### {label}\n\n" + "\n\n".join(f"> {s}" for s in t) + "\n\n")
-    plot(rows, args.steps, out / "masked_sampling.png")
+        for label, (tokens, _) in samples.items():
+            f.write(f"### {label}\n\n" + "\n\n".join(f"> {s}" for s in decode(module.tokenizer, tokens[:3])) + "\n\n")
+    plot(rows, mechanism, args.steps, args.precisions, out / "masked_sampling.png")
     return 0
 
 
-def plot(rows, steps, path):
+def plot(rows, mechanism, steps, precisions, path):
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
-    for prec, style in (("float64", "o-"), ("float32", "s--")):
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    styles = {"float64": "o-", "float32": "s--"}
+    for prec in precisions:
         sel = [next(r for r in rows if r["sampler"] == f"T={s} {prec}") for s in steps]
-        axes[0].plot(steps, [r["gen_ppl"] for r in sel], style, label=f"T-step {prec}")
-        axes[1].plot(steps, [r["entropy"] for r in sel], style, label=f"T-step {prec}")
+        ppl = torch.tensor([r["gen_ppl"] for r in sel])
+        err = torch.tensor([r["log_ppl_se"] for r in sel])
+        axes[0].errorbar(steps, ppl, yerr=[ppl - ppl * torch.exp(-err), ppl * torch.exp(err) - ppl], fmt=styles[prec],
+                         capsize=3, label=f"T-step {prec}")
+        axes[1].errorbar(steps, [r["entropy"] for r in sel], yerr=[r["entropy_se"] for r in sel], fmt=styles[prec],
+                         capsize=3, label=f"T-step {prec}")
+        axes[2].plot(steps, [next(m for m in mechanism if m["steps"] == s and m["precision"] == prec)["revealed_entropy"]
+                             for s in steps], styles[prec], label=f"one T-step draw, {prec}")
+    axes[2].axhline(mechanism[0]["model_entropy"], color="k", ls=":", label="model's conditionals")
     for key, ax in zip(("gen_ppl", "entropy"), axes):
         for label, c in (("fhs", "k"), ("held-out text", "g")):
             ax.axhline(next(r for r in rows if r["sampler"] == label)[key], color=c, ls=":", label=label)
+    labels = ("generative perplexity", "unigram entropy per sample (nats)", "entropy of the revealed token (nats)")
+    for ax, label in zip(axes, labels):
         ax.set_xscale("log", base=2)
         ax.set_xlabel("T (steps)")
-        ax.set_ylabel({"gen_ppl": "generative perplexity", "entropy": "unigram entropy (nats)"}[key])
-    axes[0].legend(fontsize=7)
+        ax.set_ylabel(label)
+        ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 

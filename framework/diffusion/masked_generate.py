@@ -44,15 +44,18 @@ def label_of(cfg: dict) -> str:
     return str(cfg.get("label") or cfg["name"] + (f"({', '.join(f'{k}={v}' for k, v in opts.items())})" if opts else ""))
 
 
-def evaluate_rows(lm, samples: dict, reference: Optional[torch.Tensor] = None) -> list[dict]:
-    """One row per sampler label (gen_ppl, entropy, NFE, time), plus the held-out reference text."""
+def evaluate_rows(lm, samples: dict, reference: Optional[torch.Tensor] = None, errors: bool = False) -> list[dict]:
+    """One row per sampler label (gen_ppl, entropy, NFE, time), plus the held-out reference text.
+
+    `errors=True` adds the metrics' standard errors (entropy_se, log_ppl_se; see text_metrics).
+    """
     from ..metrics.text import text_metrics
 
     rows = []
     for label, (tokens, stats) in samples.items():
-        rows.append({"sampler": label, **text_metrics(lm, tokens), "nfe_per_sample": stats["nfe_per_sample"],
+        rows.append({"sampler": label, **text_metrics(lm, tokens, errors=errors), "nfe_per_sample": stats["nfe_per_sample"],
                      "seconds_per_sample": stats["seconds_per_sample"], "num_samples": stats["num_samples"]})
     if reference is not None:
-        rows.append({"sampler": "held-out text", **text_metrics(lm, reference), "nfe_per_sample": 0.0,
+        rows.append({"sampler": "held-out text", **text_metrics(lm, reference, errors=errors), "nfe_per_sample": 0.0,
                      "seconds_per_sample": 0.0, "num_samples": len(reference)})
     return rows

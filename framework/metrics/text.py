@@ -20,15 +20,29 @@ def unigram_entropy(tokens: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
+def sequence_nlls(lm, tokens: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
+    """Per-sequence NLL (nats, float64 [B]) under a causal LM exposing sequence_nll(tokens)."""
+    return torch.cat([lm.sequence_nll(chunk).to(torch.float64).cpu() for chunk in tokens.split(batch_size)])
+
+
 def generative_perplexity(lm, tokens: torch.Tensor, batch_size: int = 64) -> float:
     """exp(total NLL / total tokens) of the sequences under a causal LM exposing sequence_nll(tokens)."""
-    total, count = 0.0, 0
-    for chunk in tokens.split(batch_size):
-        total += float(lm.sequence_nll(chunk).sum())
-        count += chunk.numel()
-    return math.exp(total / count)
+    return math.exp(float(sequence_nlls(lm, tokens, batch_size).sum()) / max(tokens.numel(), 1))
 
 
-def text_metrics(lm, tokens: torch.Tensor, batch_size: int = 64) -> dict:
-    """{'gen_ppl', 'entropy'} of a batch of sequences (entropy: mean per-sequence unigram entropy, nats)."""
-    return {"gen_ppl": generative_perplexity(lm, tokens, batch_size), "entropy": float(unigram_entropy(tokens).mean())}
+def _standard_error(x: torch.Tensor) -> float:
+    return float(x.std() / math.sqrt(len(x))) if len(x) > 1 else float("nan")
+
+
+def text_metrics(lm, tokens: torch.Tensor, batch_size: int = 64, errors: bool = False) -> dict:
+    """{'gen_ppl', 'entropy'} of a batch of sequences (entropy: mean per-sequence unigram entropy, nats).
+
+    `errors=True` adds the standard errors over sequences: `entropy_se` (nats) and `log_ppl_se`
+    (of log gen_ppl, so gen_ppl's relative error), to tell an effect from Monte Carlo noise.
+    """
+    nll = sequence_nlls(lm, tokens, batch_size)
+    entropy = unigram_entropy(tokens)
+    out = {"gen_ppl": math.exp(float(nll.sum()) / max(tokens.numel(), 1)), "entropy": float(entropy.mean())}
+    if errors:
+        out.update(entropy_se=_standard_error(entropy), log_ppl_se=_standard_error(nll / tokens.shape[-1]))
+    return out

@@ -40,7 +40,7 @@ def tstep_solve(denoiser: MaskedDenoiser, x: torch.Tensor, grid: torch.Tensor, s
     """Run the ancestral loop on an explicit grid; only sequences that changed are re-evaluated."""
     mask, dtype = denoiser.mask_id, precision_dtype(precision)
     alphas = schedule.alpha(grid)
-    cache: Optional[torch.Tensor] = None
+    cache: Optional[torch.Tensor] = None  # p_theta(. | x) in `dtype`, [B * L, V], valid where `fresh`
     fresh = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
     for i in range(len(grid) - 1):
         masked = x == mask
@@ -49,19 +49,27 @@ def tstep_solve(denoiser: MaskedDenoiser, x: torch.Tensor, grid: torch.Tensor, s
             break
         need = active & ~fresh
         if need.any():
-            probs = denoiser.probs(x[need])
+            probs = denoiser.probs(x[need]).to(dtype)
             cache = probs.new_zeros(*x.shape, probs.shape[-1]) if cache is None else cache
             cache[need], fresh[need] = probs, True
         keep = float((1.0 - alphas[i + 1]) / (1.0 - alphas[i]))
         b, l = masked.nonzero(as_tuple=True)
-        row = torch.cat([(1.0 - keep) * cache[b, l], torch.full_like(cache[b, l, :1], keep)], dim=-1)
-        u = uniform_rows(row.shape, b, generator, dtype=dtype, device=x.device)
-        drawn = sample_categorical(row, precision=precision, u=u)
-        x[b, l] = torch.where(drawn == row.shape[-1] - 1, mask, drawn)
-        fresh[b[drawn != row.shape[-1] - 1]] = False
+        drawn = sample_categorical(_ancestral_rows(cache, b, l, keep), precision=precision,
+                                   u=uniform_rows((len(b), cache.shape[-1] + 1), b, generator, dtype=dtype, device=x.device))
+        x[b, l] = torch.where(drawn == cache.shape[-1], mask, drawn)
+        fresh[b[drawn != cache.shape[-1]]] = False
         if callback is not None:
             callback({"i": i, "t": float(grid[i]), "s": float(grid[i + 1]), "x": x})
     return x
+
+
+def _ancestral_rows(cache: torch.Tensor, b: torch.Tensor, l: torch.Tensor, keep: float) -> torch.Tensor:
+    """The (V + 1)-way rows [(1 - keep) p_theta(. | x), keep] of the masked positions (b, l) (Eq. 7 of MDLM)."""
+    v = cache.shape[-1]
+    rows = torch.empty(len(b), v + 1, dtype=cache.dtype, device=cache.device)
+    torch.mul(cache[b, l], 1.0 - keep, out=rows[:, :v])
+    rows[:, v] = keep
+    return rows
 
 
 @register("mdlm_tstep")

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from framework.samplers.masked.categorical import (
-    gumbel_from_uniform, sample_categorical, sample_without_replacement, uniform, uniform_rows,
+    gumbel_from_uniform, reveal_law, sample_categorical, sample_without_replacement, uniform, uniform_rows,
 )
 
 from .conftest import EnumerableTokens  # noqa: F401
@@ -99,3 +99,15 @@ def test_float32_lowers_the_conditional_entropy_and_float64_does_not():
     top32 = float(gumbel_from_uniform(torch.tensor(1 - 2.0**-24, dtype=torch.float32)))
     assert top32 == pytest.approx(16.64, abs=0.01) and top64 == pytest.approx(36.74, abs=0.01)
     assert top64 - 10.0 > -math.log(1e-6 * float(p.min()))  # P(truncation matters) < exp(-e^10)
+
+
+@pytest.mark.parametrize("eps", [1e-3, 1e-5, 1e-6, 1e-7])
+def test_reveal_law_closed_form_matches_the_float32_enumeration(eps):
+    """reveal_law's eps p_v r/(e^r - 1) equals the exact float32 law, and float64 leaves p unchanged."""
+    p = 1.0 / torch.arange(1, 9, dtype=torch.float64) ** 1.5
+    p = p / p.sum()
+    closed = reveal_law(p, eps, "float32")
+    exact = _float32_conditional_law(eps, p)
+    assert float((closed / closed.sum() - exact).abs().sum()) / 2 < 2e-6
+    assert float(closed.sum()) < eps * (1 - 1e-5 if eps < 1e-4 else 1)  # float32 also reveals less often
+    assert torch.allclose(reveal_law(p, eps, "float64"), eps * p, rtol=1e-6, atol=0)
