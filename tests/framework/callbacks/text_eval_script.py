@@ -1,0 +1,79 @@
+"""Run the text SamplerEvaluation (TextTask) once through `trainer.validate` on N CPU processes (Lightning DDP, gloo).
+
+usage: python text_eval_script.py OUT DEVICES BATCH_SIZE CORPUS EVALUATOR_CACHE
+The text counterpart of eval_script.py, on configs/text_tiny.yaml with data from the text file
+CORPUS. Runs as its own script because strategy="ddp" relaunches the command line as rank 1..N-1
+(`run` is also imported by the tests for the one-process runs). The tiny model's weights are
+perturbed by a seeded generator so that the samplers produce distinct, non-trivial texts.
+Writes OUT/logged.json (the logged numbers) and, through the callback, OUT/eval/step0000000/
+(the generated token sequences under samples/, the table, the decoded grids).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import lightning as L
+from lightning.pytorch.loggers import CSVLogger
+
+ROOT = Path(__file__).resolve().parents[3]
+# fhs always uses L = seq_len = 16 evaluations; mdlm_tstep: T = nfe; fhs_parallel: k = ceil(16 / nfe)
+SAMPLERS = [{"name": "fhs", "nfe": [16]}, {"name": "mdlm_tstep"}, {"name": "fhs_parallel", "label": "fhs_par"}]
+NFE = [4, 8]
+NUM_SAMPLES = 37  # odd: the two ranks' shards differ in length, and the last batches are partial
+
+
+def corpus_text() -> str:
+    """A small, varied corpus (written by the test to CORPUS)."""
+    words = "and the word was with them they went unto city light dark water land came saw said".split()
+    return "\n\n".join(" ".join(words[(i * 7 + j * 3) % len(words)] for j in range(6 + i % 5)).capitalize() + "."
+                       for i in range(300))
+
+
+def evaluation_overrides(batch_size: int, cache: str) -> list[str]:
+    return [f"evaluation.cache_dir={cache}", f"evaluation.samplers={json.dumps(SAMPLERS)}", f"evaluation.nfe={NFE}",
+            f"evaluation.num_samples={NUM_SAMPLES}", f"evaluation.batch_size={batch_size}", "+evaluation.seed=7",
+            "evaluation.every_n_val_epochs=1", "+evaluation.save_samples=true", "evaluation.grid_size=4"]
+
+
+def perturb(module, scale: float = 0.05) -> None:
+    """Seeded noise on every weight, copied into the EMA shadow too (evaluation uses the EMA weights)."""
+    import torch
+
+    g = torch.Generator().manual_seed(123)
+    with torch.no_grad():
+        for p, shadow in zip(module.net.parameters(), module.ema.shadow):
+            p.add_(scale * torch.randn(p.shape, generator=g))
+            shadow.copy_(p)
+
+
+def run(out: str, devices: int, batch_size: int, corpus: str, cache: str) -> dict:
+    """Evaluate the perturbed tiny text model; on rank 0 returns (and writes) {'world_size', 'logged'}."""
+    sys.path.insert(0, str(ROOT))
+    from framework.config import load_config
+    from framework.diffusion.masked_module import build_callbacks, build_experiment
+    from framework.io import write_json
+
+    L.seed_everything(0, verbose=False)
+    cfg = load_config(ROOT / "configs" / "text_tiny.yaml", [
+        f"out_dir={out}", "data.source=files", f"+data.paths=[{corpus}]", *evaluation_overrides(batch_size, cache)])
+    module, datamodule = build_experiment(cfg)
+    perturb(module)
+    callbacks = build_callbacks(cfg, Path(out))  # [SamplerEvaluation(settings, TextTask(...), out)]
+    assert len(callbacks) == 1
+    trainer = L.Trainer(accelerator="cpu", devices=devices, strategy="ddp" if devices > 1 else "auto",
+                        callbacks=callbacks, logger=CSVLogger(out, name="logs", version=""), limit_val_batches=1,
+                        enable_progress_bar=False, enable_model_summary=False)
+    trainer.validate(module, datamodule=datamodule)
+    result = {"world_size": trainer.world_size,
+              "logged": {k: float(v) for k, v in trainer.callback_metrics.items() if k.count("/") == 3}}
+    if trainer.is_global_zero:
+        write_json(Path(out) / "logged.json", result)
+    return result
+
+
+if __name__ == "__main__":
+    run(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5])
+    print(json.dumps({"ok": True}))
