@@ -203,10 +203,18 @@ def evaluate(config: dict, module: MaskedDiffusion, datamodule, out_dir: Path, t
 
 
 def sample_cli(args, module: MaskedDiffusion) -> None:
-    """sample.py for masked models: write the decoded texts and a JSON of settings and timings into args.out."""
-    if getattr(args, "evaluate", False):
-        raise ValueError("--evaluate is not available for text checkpoints yet; train.py evaluates them "
-                         "(evaluation: section) during and after training, into <out_dir>/eval/")
+    """sample.py for masked models: write the decoded texts and a JSON of settings and timings into args.out.
+
+    --evaluate scores them too (gen. perplexity + entropy, see evaluate_cli); with --sampler config it
+    only runs the checkpoint's own evaluation set.
+    """
+    if getattr(args, "label", None) is not None or getattr(args, "guidance_scale", 1.0) != 1.0:
+        raise ValueError("--label and --guidance-scale are for class-conditional image checkpoints; "
+                         "a text checkpoint takes neither")
+    evaluation = cli_evaluation(args, module) if getattr(args, "evaluate", False) else None  # fail before sampling
+    if evaluation is not None and args.sampler == "config":
+        evaluate_cli(args, module, evaluation)
+        return
     sampler = sampler_for_cli(args.sampler, args.nfe, args.options, module.seq_len)
     device = torch.device(args.device)
     module.to(device).eval()
@@ -218,3 +226,51 @@ def sample_cli(args, module: MaskedDiffusion) -> None:
     atomic_write_text(out / f"{name}.txt", "\n\n".join(decode(module.tokenizer, tokens)) + "\n")
     write_json(out / f"{name}.json", {"sampler": sampler.to_config(), **stats, "seed": args.seed, "checkpoint": str(args.ckpt)})
     print(f"wrote {len(tokens)} samples ({name}, {stats['nfe_per_sample']:.1f} NFE/sample, {stats['seconds']:.2f}s) to {out / (name + '.txt')}")
+    if evaluation is not None:
+        evaluate_cli(args, module, evaluation)
+
+
+def cli_evaluation(args, module: MaskedDiffusion) -> dict:
+    """The validated `evaluation:` section that sample.py --evaluate runs.
+
+    The checkpoint's section with --num-samples, --batch-size and --seed; unless --sampler config, its
+    samplers are replaced by --sampler at --nfe (fhs at L; without --nfe the others take the section's
+    NFEs). The option an NFE sets (steps, k) comes from --nfe only.
+    """
+    from ..callbacks.text_task import text_evaluation_settings
+
+    config = module.hparams.config
+    evaluation = {k: v for k, v in dict(config.get("evaluation") or {}).items()
+                  if k not in ("every_n_val_epochs", "after_fit")}
+    evaluation.update(num_samples=args.num_samples, batch_size=args.batch_size, seed=args.seed)
+    if args.sampler != "config":
+        key = NFE_OPTION.get(args.sampler)
+        if key in args.options:
+            raise ValueError(f"--option {key}={args.options[key]} cannot be used with --evaluate: the evaluation "
+                             f"sets {key} from --nfe; give --nfe instead")
+        sampler_for_cli(args.sampler, args.nfe, args.options, module.seq_len)  # the CLI's own errors (fhs at --nfe != L, ...)
+        entry = {"name": args.sampler, **args.options}
+        if args.nfe is not None:
+            entry["nfe"] = [args.nfe]
+        elif args.sampler == "fhs":
+            entry["nfe"] = [module.seq_len]
+        evaluation["samplers"] = [entry]
+    if not evaluation.get("samplers"):
+        raise ValueError("--sampler config needs a checkpoint whose config lists evaluation.samplers; "
+                         "name a sampler instead (--sampler fhs|mdlm_tstep|fhs_parallel --nfe K --evaluate)")
+    text_evaluation_settings({**config, "evaluation": evaluation})  # raises on a bad sampler, NFE or count
+    return evaluation
+
+
+def evaluate_cli(args, module: MaskedDiffusion, evaluation: dict) -> list[dict]:
+    """sample.py --evaluate: run `evaluation` (from cli_evaluation) on the checkpoint in this process.
+
+    Uses the checkpoint's tokenizer, data (reference split) and evaluator LM cache; writes <out>/eval/cli/
+    (table, plot, decoded texts) and prints the table.
+    """
+    config = {**module.hparams.config, "evaluation": evaluation}
+    module.to(torch.device(args.device)).eval()
+    datamodule = build_datamodule(config, module.hparams.tokenizer_json)
+    rows = evaluate(config, module, datamodule, Path(args.out), tag="cli")
+    print((Path(args.out) / evaluation.get("out_subdir", "eval") / "cli" / "table.md").read_text())
+    return rows
