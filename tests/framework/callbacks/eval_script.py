@@ -14,7 +14,8 @@ import sys
 from pathlib import Path
 
 import lightning as L
-from lightning.pytorch.loggers import CSVLogger
+
+from validate_once import perturb, validate_once
 
 ROOT = Path(__file__).resolve().parents[3]
 SAMPLERS = [{"name": "ddim"}, {"name": "ddpm"}, {"name": "dpmsolver++", "label": "dpmpp"}]
@@ -26,40 +27,20 @@ def evaluation_section(batch_size: int, cache: str) -> dict:
             "features": {"cache_dir": cache, "epochs": 2}, "metrics": {"kid_subsets": 5, "kid_subset_size": 20}}
 
 
-def perturb(module, scale: float = 0.01) -> None:
-    """Seeded noise on every weight, copied into the EMA shadow too (evaluation uses the EMA weights)."""
-    import torch
-
-    g = torch.Generator().manual_seed(123)
-    with torch.no_grad():
-        for p, shadow in zip(module.net.parameters(), module.ema.shadow):
-            p.add_(scale * torch.randn(p.shape, generator=g))
-            shadow.copy_(p)
-
-
 def run(out: str, devices: int, batch_size: int, cache: str) -> dict:
     """Evaluate the perturbed tiny model; on rank 0 returns (and writes) {'world_size', 'logged'}."""
     sys.path.insert(0, str(ROOT))
     from framework.callbacks import ImageTask, SamplerEvaluation, evaluation_settings
     from framework.config import load_config
     from framework.diffusion.score_experiment import build_experiment
-    from framework.io import write_json
 
     L.seed_everything(0, verbose=False)
     cfg = load_config(ROOT / "configs" / "tiny.yaml", [f"out_dir={out}"])
     module, datamodule = build_experiment(cfg)
-    perturb(module)
+    perturb(module, 0.01)
     settings = evaluation_settings(evaluation_section(batch_size, cache))
     callback = SamplerEvaluation(settings, ImageTask(settings), out)
-    trainer = L.Trainer(accelerator="cpu", devices=devices, strategy="ddp" if devices > 1 else "auto",
-                        callbacks=[callback], logger=CSVLogger(out, name="logs", version=""), limit_val_batches=1,
-                        enable_progress_bar=False, enable_model_summary=False)
-    trainer.validate(module, datamodule=datamodule)
-    result = {"world_size": trainer.world_size,
-              "logged": {k: float(v) for k, v in trainer.callback_metrics.items() if k.count("/") == 3}}
-    if trainer.is_global_zero:
-        write_json(Path(out) / "logged.json", result)
-    return result
+    return validate_once(module, datamodule, [callback], out, devices)
 
 
 if __name__ == "__main__":

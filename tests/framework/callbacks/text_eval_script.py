@@ -16,7 +16,8 @@ import sys
 from pathlib import Path
 
 import lightning as L
-from lightning.pytorch.loggers import CSVLogger
+
+from validate_once import perturb, validate_once
 
 ROOT = Path(__file__).resolve().parents[3]
 # fhs always uses L = seq_len = 16 evaluations; mdlm_tstep: T = nfe; fhs_parallel: k = ceil(16 / nfe)
@@ -38,40 +39,20 @@ def evaluation_overrides(batch_size: int, cache: str) -> list[str]:
             "evaluation.every_n_val_epochs=1", "+evaluation.save_samples=true", "evaluation.grid_size=4"]
 
 
-def perturb(module, scale: float = 0.05) -> None:
-    """Seeded noise on every weight, copied into the EMA shadow too (evaluation uses the EMA weights)."""
-    import torch
-
-    g = torch.Generator().manual_seed(123)
-    with torch.no_grad():
-        for p, shadow in zip(module.net.parameters(), module.ema.shadow):
-            p.add_(scale * torch.randn(p.shape, generator=g))
-            shadow.copy_(p)
-
-
 def run(out: str, devices: int, batch_size: int, corpus: str, cache: str) -> dict:
     """Evaluate the perturbed tiny text model; on rank 0 returns (and writes) {'world_size', 'logged'}."""
     sys.path.insert(0, str(ROOT))
     from framework.config import load_config
     from framework.diffusion.masked_module import build_callbacks, build_experiment
-    from framework.io import write_json
 
     L.seed_everything(0, verbose=False)
     cfg = load_config(ROOT / "configs" / "text_tiny.yaml", [
         f"out_dir={out}", "data.source=files", f"+data.paths=[{corpus}]", *evaluation_overrides(batch_size, cache)])
     module, datamodule = build_experiment(cfg)
-    perturb(module)
+    perturb(module, 0.05)
     callbacks = build_callbacks(cfg, Path(out))  # [SamplerEvaluation(settings, TextTask(...), out)]
     assert len(callbacks) == 1
-    trainer = L.Trainer(accelerator="cpu", devices=devices, strategy="ddp" if devices > 1 else "auto",
-                        callbacks=callbacks, logger=CSVLogger(out, name="logs", version=""), limit_val_batches=1,
-                        enable_progress_bar=False, enable_model_summary=False)
-    trainer.validate(module, datamodule=datamodule)
-    result = {"world_size": trainer.world_size,
-              "logged": {k: float(v) for k, v in trainer.callback_metrics.items() if k.count("/") == 3}}
-    if trainer.is_global_zero:
-        write_json(Path(out) / "logged.json", result)
-    return result
+    return validate_once(module, datamodule, callbacks, out, devices)
 
 
 if __name__ == "__main__":
