@@ -33,6 +33,7 @@ from framework.diffusion import Denoiser, DiscreteVPSchedule
 from framework.oracles import GaussianMixture
 from framework.oracles.convergence import empirical_order, mean_error
 from framework.samplers import GRID_KINDS, available_samplers, build_sampler
+from framework.samplers.registry import sampler_class
 
 from . import diffusers_adapter as dif
 from .reporting import pivot, plot_errors, print_section, write_results
@@ -132,17 +133,22 @@ def row(problem: Problem, source: str, solver: str, nfe: int, x: Optional[torch.
     return dict(problem=problem.name, source=source, solver=solver, nfe=nfe, error=error, energy=energy, note=note)
 
 
-def build_variants(variants: Sequence[Variant], grid: Optional[str] = None) -> tuple[list[tuple[Variant, object]], list[str]]:
-    """Build the registered variants (final_denoise off; `grid` overrides their default grid);
-    the rest come back as notes saying why not."""
+def build_variants(variants: Sequence[Variant], grid: Optional[str] = None,
+                   full_order_final: bool = False) -> tuple[list[tuple[Variant, object]], list[str]]:
+    """Build the registered variants (final_denoise off; `grid` overrides their default grid;
+    `full_order_final` sets lower_order_final=False where a sampler has it); the rest come back as
+    notes saying why not."""
     built, skipped, names = [], [], set(available_samplers())
     extra = {"final_denoise": False, **({"grid": grid} if grid else {})}
     for v in variants:
         if v.sampler not in names:
             skipped.append(f"{v.label}: sampler {v.sampler!r} is not registered")
             continue
+        own = dict(v.options)
+        if full_order_final and "lower_order_final" in sampler_class(v.sampler).OPTIONS:
+            own["lower_order_final"] = False
         try:
-            built.append((v, build_sampler(v.sampler, **{**v.options, **extra})))
+            built.append((v, build_sampler(v.sampler, **{**own, **extra})))
         except ValueError as exc:
             skipped.append(f"{v.label}: {exc}")
     return built, skipped
@@ -248,10 +254,10 @@ def order_rows(problem: Problem, built, nfes: Sequence[int] = ORDER_NFES) -> lis
 
 def run(dims: Sequence[int], n: int, nfes: Sequence[int], out: Path, with_diffusers: bool = True,
         only: Optional[Sequence[str]] = None, seed: int = 0, plot: bool = True, quiet: bool = False, tol: float = 1e-11,
-        grid: Optional[str] = None) -> dict:
+        grid: Optional[str] = None, full_order_final: bool = False) -> dict:
     """Run the whole benchmark and write tables, JSON and plots under `out`; return the rows."""
     variants = [v for v in VARIANTS if selected(v.label, only)]
-    built, skipped = build_variants(variants, grid)
+    built, skipped = build_variants(variants, grid, full_order_final)
     use_diffusers = with_diffusers and dif.available()
     rows, info = [], {"skipped": skipped, "floors": {}, "diffusers": dif.version() if use_diffusers else None}
     for dim in dims:
@@ -287,11 +293,12 @@ def _print(rows, comp, info, nfes, out) -> None:
     print(f"\nresults in {out}")
 
 
-def run_orders(dims: Sequence[int], out: Path, only=None, seed: int = 0, n: int = 32, grid: Optional[str] = None) -> list[dict]:
+def run_orders(dims: Sequence[int], out: Path, only=None, seed: int = 0, n: int = 32, grid: Optional[str] = None,
+               full_order_final: bool = False) -> list[dict]:
     """Empirical convergence orders of every variant; written to orders.csv / orders.md under `out`."""
     from framework.io import markdown_table, write_table
 
-    built, _ = build_variants([v for v in VARIANTS if selected(v.label, only)], grid)
+    built, _ = build_variants([v for v in VARIANTS if selected(v.label, only)], grid, full_order_final)
     rows = []
     for dim in dims:
         rows += order_rows(make_problem(dim, n, seed, tol=1e-12), built)
@@ -312,15 +319,17 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     p.add_argument("--no-plot", action="store_true")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--grid", default=None, choices=GRID_KINDS, help="run all of our solvers on this grid kind")
+    p.add_argument("--full-order-final", action="store_true",
+                   help="lower_order_final=False for our solvers that have it (they keep their order to the last step)")
     p.add_argument("--orders", action="store_true",
                    help=f"instead: empirical convergence orders at NFE {ORDER_NFES} on 32 samples")
     a = p.parse_args(argv)
     torch.set_num_threads(max(1, min(torch.get_num_threads(), 2)))
     if a.orders:
-        run_orders(a.dim, a.out, only=a.only, seed=a.seed, grid=a.grid)
+        run_orders(a.dim, a.out, only=a.only, seed=a.seed, grid=a.grid, full_order_final=a.full_order_final)
         return
     run(a.dim, a.n, a.nfe, a.out, with_diffusers=not a.no_diffusers, only=a.only, seed=a.seed, plot=not a.no_plot,
-        grid=a.grid)
+        grid=a.grid, full_order_final=a.full_order_final)
 
 
 if __name__ == "__main__":
