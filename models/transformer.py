@@ -38,6 +38,10 @@ class TokenTransformer(nn.Module):
         super().__init__()
         self.max_len = max_len
         self.embed, self.pos = nn.Embedding(input_vocab, d_model), nn.Parameter(torch.zeros(max_len, d_model))
+        # tokens and positions start at the same scale (GPT-2's 0.02): with nn.Embedding's N(0, 1) the
+        # positions are 50x weaker, and the bidirectional model sat on the unigram plateau
+        # (loss 5.6 nats at 5% masking vs 5.7 for unigrams after 2,000 steps; 4.3 at 15% after 800 with this)
+        nn.init.normal_(self.embed.weight, std=0.02)
         nn.init.normal_(self.pos, std=0.02)
         self.blocks = nn.ModuleList(Block(d_model, n_heads, mlp_ratio, dropout, causal) for _ in range(n_layers))
         self.norm, self.head = nn.LayerNorm(d_model), nn.Linear(d_model, output_vocab)
