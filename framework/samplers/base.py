@@ -171,6 +171,12 @@ class Sampler:
         raise NotImplementedError
 
 
+def report_step(callback: Optional[Callable[[dict], None]], i: int, t, t_next, x: torch.Tensor, x0: torch.Tensor) -> None:
+    """Hand a continuous sampler's step to the user's callback as the documented dict(i, t, t_next, x, x0)."""
+    if callback is not None:
+        callback({"i": i, "t": t, "t_next": t_next, "x": x, "x0": x0})
+
+
 def _progress(n: int, enabled: bool, name: str):
     if not enabled:
         return range(n)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .base import BOOL, BASE_OPTIONS, Option, Sampler
+from .base import BOOL, BASE_OPTIONS, Option, Sampler, report_step
 from .noise import randn_like
 from .registry import register
 
@@ -47,8 +47,7 @@ class DDIM(Sampler):
             std = posterior_std(alpha_s, sigma_s, alpha_t, sigma_t, eta)
             noise = randn_like(x, generator) if eta > 0 else None
             x, x0 = ddim_step(x, eps, alpha_s, sigma_s, alpha_t, sigma_t, std, noise)
-            if callback is not None:
-                callback({"i": i, "t": s, "t_next": t, "x": x, "x0": x0})
+            report_step(callback, i, s, t, x, x0)
         return x
 
 
@@ -77,6 +76,5 @@ class DDPM(Sampler):
             else:
                 std = torch.sqrt(torch.clamp(1.0 - (alpha_s / alpha_t) ** 2, min=0.0))
             x = mean + std * randn_like(x, generator)
-            if callback is not None:
-                callback({"i": i, "t": s, "t_next": t, "x": x, "x0": x0})
+            report_step(callback, i, s, t, x, x0)
         return x

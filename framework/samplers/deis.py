@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from ..diffusion.denoiser import Denoiser
-from .base import Option, Sampler, positive_int
+from .base import Option, Sampler, positive_int, report_step
 from .exp_integrator import (
     adams_bashforth_weights,
     exp_step,
@@ -248,8 +248,7 @@ class DEIS(Sampler):
                 variable = "t" if method == "t_ab" else "rho"
                 x_next, history, x0 = deis_ab_step(denoiser, x, grid, i, history, self.options["ab_order"], variable)
             x = x_next
-            if callback is not None:
-                callback({"i": i, "t": grid[i], "t_next": grid[i + 1], "x": x, "x0": x0})
+            report_step(callback, i, grid[i], grid[i + 1], x, x0)
         return x
 
 
@@ -268,6 +267,5 @@ class IPNDM(Sampler):
         history: tuple = ()
         for i in steps if steps is not None else range(len(grid) - 1):
             x, history, x0 = ipndm_step(denoiser, x, grid, i, history, self.options["order"])
-            if callback is not None:
-                callback({"i": i, "t": grid[i], "t_next": grid[i + 1], "x": x, "x0": x0})
+            report_step(callback, i, grid[i], grid[i + 1], x, x0)
         return x

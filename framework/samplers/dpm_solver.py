@@ -25,7 +25,7 @@ from typing import Optional, Sequence
 import torch
 
 from ..diffusion.denoiser import Denoiser
-from .base import BOOL, Option, Sampler
+from .base import BOOL, Option, Sampler, report_step
 from .exp_integrator import exp_step, lagrange_exp_weights, monomial_weights, schedule_coefs
 from .registry import register
 
@@ -252,8 +252,7 @@ class DPMSolverPP(Sampler):
             alpha_t, sigma_t, lam_t = schedule_coefs(denoiser.schedule, grid[i + 1])
             x0 = _as_x0(out, x, alpha_s, sigma_s, kind)
             x = multistep_update(x, history[: orders[i]], lam_t, (alpha_s, sigma_s, alpha_t, sigma_t), kind, solver_type)
-            if callback is not None:
-                callback({"i": i, "t": grid[i], "t_next": grid[i + 1], "x": x, "x0": x0})
+            report_step(callback, i, grid[i], grid[i + 1], x, x0)
             if i + 1 < n:  # no evaluation after the final step
                 out = denoiser.predict(x, grid[i + 1], kind)
             alpha_s, sigma_s, lam_s = alpha_t, sigma_t, lam_t
@@ -269,7 +268,6 @@ class DPMSolverPP(Sampler):
             model_s = denoiser.predict(x, times[0], kind)
             x0 = _as_x0(model_s, x, alpha_s, sigma_s, kind)
             x = singlestep_update(denoiser, x, times, kind, solver_type, model_s=model_s)
-            if callback is not None:
-                callback({"i": i, "t": times[0], "t_next": times[-1], "x": x, "x0": x0})
+            report_step(callback, i, times[0], times[-1], x, x0)
             start += k
         return x

@@ -24,7 +24,7 @@ from typing import Sequence
 import torch
 
 from ..diffusion.denoiser import Denoiser
-from .base import Option, Sampler
+from .base import Option, Sampler, report_step
 from .ddim import ddim_step
 from .exp_integrator import adams_bashforth_weights, push_history
 from .registry import register
@@ -140,6 +140,5 @@ class PNDM(Sampler):
         history: tuple = ()
         for i in steps if steps is not None else range(len(grid) - 1):
             x, history, x0 = pndm_step(denoiser, x, grid, i, history, self.options["method"])
-            if callback is not None:
-                callback({"i": i, "t": grid[i], "t_next": grid[i + 1], "x": x, "x0": x0})
+            report_step(callback, i, grid[i], grid[i + 1], x, x0)
         return x

@@ -25,7 +25,7 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
-from .base import BOOL, Option, Sampler
+from .base import BOOL, Option, Sampler, report_step
 from .dpm_solver import History, multistep_orders
 from .exp_integrator import exp_step, kernel_sign, monomial_weights, phi, schedule_coefs
 from .registry import register
@@ -127,7 +127,6 @@ class UniPC(Sampler):
                 if self.options["use_corrector"]:
                     x_pred = unipc_update(x, history[: orders[i]], lam_t, coefs, kind, variant, model_t=out)
             x = x_pred
-            if callback is not None:
-                callback({"i": i, "t": grid[i], "t_next": grid[i + 1], "x": x, "x0": x0})
+            report_step(callback, i, grid[i], grid[i + 1], x, x0)
             alpha_s, sigma_s, lam_s = alpha_t, sigma_t, lam_t
         return x
