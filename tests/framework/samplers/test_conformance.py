@@ -3,9 +3,11 @@
 import pytest
 import torch
 
-from framework.diffusion import Denoiser, build_schedule
+from framework.diffusion import build_schedule
 from framework.oracles import GaussianMixture
 from framework.samplers import available_samplers, build_sampler, sampler_class
+
+from .checks import assert_finite_and_honest
 
 
 def continuous_samplers():
@@ -27,12 +29,7 @@ def test_every_nfe_finite_honest_dtype_kept(name, final_denoise):
     nfes = _valid_nfes(sampler)
     assert nfes, f"{name} accepts no NFE up to 20"
     x_T = torch.randn(8, 2, dtype=torch.float32)
-    for nfe in nfes:
-        den = Denoiser(MODEL, SCHEDULE)
-        out = sampler.sample(den, x_T, nfe, SCHEDULE, generator=torch.Generator().manual_seed(0))
-        assert den.nfe == nfe, f"{name} used {den.nfe} evaluations for nfe={nfe}"
-        assert out.dtype == x_T.dtype and out.shape == x_T.shape
-        assert torch.isfinite(out).all(), f"{name} nfe={nfe} is not finite"
+    assert_finite_and_honest(sampler, MODEL, SCHEDULE, x_T, nfes, name, seed=0)
 
 
 @pytest.mark.parametrize("name", continuous_samplers())

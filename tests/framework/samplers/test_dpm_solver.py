@@ -4,7 +4,7 @@
 import pytest
 import torch
 
-from framework.diffusion import Denoiser, build_schedule
+from framework.diffusion import build_schedule
 from framework.oracles import GaussianMixture
 from framework.oracles.convergence import empirical_order, mean_error
 from framework.samplers import build_sampler
@@ -16,6 +16,8 @@ from framework.samplers.dpm_solver import (
 )
 from framework.samplers.exp_integrator import lagrange_exp_weights, monomial_weights
 from tests.conftest import oracle_problem
+
+from .checks import assert_finite_and_honest
 
 #: NFEs in the asymptotic regime of these problems (errors from ~1e-1 down to ~1e-5)
 NFES = [24, 48, 96]
@@ -207,7 +209,5 @@ def test_every_nfe_finite_for_every_variant():
                 for solver_type in ("dpmsolver", "taylor"):
                     sampler = build_sampler("dpmsolver++", order=order, method=method, algorithm_type=algorithm_type,
                                             solver_type=solver_type, grid="logsnr")
-                    for nfe in range(1, 8):
-                        den = Denoiser(model, schedule)
-                        out = sampler.sample(den, x_T, nfe, schedule)
-                        assert den.nfe == nfe and torch.isfinite(out).all(), (order, method, algorithm_type, solver_type, nfe)
+                    assert_finite_and_honest(sampler, model, schedule, x_T, range(1, 8),
+                                             str((order, method, algorithm_type, solver_type)))
