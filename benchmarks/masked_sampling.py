@@ -66,12 +66,14 @@ def reveal_entropy_rows(net, schedule, blocks: torch.Tensor, mask_id: int, steps
     g = torch.Generator().manual_seed(seed)
     alphas = (torch.arange(n_times, dtype=torch.float64) + 0.5) / n_times
     times = schedule.t_from_alpha(alphas)
-    acc = {(T, prec): [0.0, 0.0, 0.0] for T in steps for prec in ("float64", "float32")}
+    model_entropy = 0.0
+    acc = {(T, prec): [0.0, 0.0] for T in steps for prec in ("float64", "float32")}  # revealed entropy, rate
     for t in times.tolist():
         x = blocks.clone()
         masked = torch.rand(x.shape, generator=g, dtype=torch.float64) < 1 - float(schedule.alpha(t))
         x[masked] = mask_id
         p = torch.softmax(net(x).to(torch.float64), dim=-1)[masked]
+        model_entropy += float(_entropy(p).mean()) / n_times
         for T in steps:
             s = max(t - 1.0 / T, 0.0)
             eps = float((schedule.alpha(s) - schedule.alpha(t)) / (1 - schedule.alpha(t)))
@@ -79,11 +81,10 @@ def reveal_entropy_rows(net, schedule, blocks: torch.Tensor, mask_id: int, steps
                 q = reveal_law(p, eps, prec)
                 rate = q.sum(-1)
                 a = acc[(T, prec)]
-                a[0] += float(_entropy(p).mean()) / n_times
-                a[1] += float(_entropy(q / rate[:, None]).mean()) / n_times
-                a[2] += float(rate.mean()) / eps / n_times
-    return [{"steps": T, "precision": prec, "model_entropy": a[0], "revealed_entropy": a[1],
-             "entropy_drop": a[0] - a[1], "reveal_rate": a[2]} for (T, prec), a in acc.items()]
+                a[0] += float(_entropy(q / rate[:, None]).mean()) / n_times
+                a[1] += float(rate.mean()) / eps / n_times
+    return [{"steps": T, "precision": prec, "model_entropy": model_entropy, "revealed_entropy": a[0],
+             "entropy_drop": model_entropy - a[0], "reveal_rate": a[1]} for (T, prec), a in acc.items()]
 
 
 def _slug(label: str) -> str:

@@ -27,7 +27,11 @@ def sequence_nlls(lm, tokens: torch.Tensor, batch_size: int = 64) -> torch.Tenso
 
 def generative_perplexity(lm, tokens: torch.Tensor, batch_size: int = 64) -> float:
     """exp(total NLL / total tokens) of the sequences under a causal LM exposing sequence_nll(tokens)."""
-    return math.exp(float(sequence_nlls(lm, tokens, batch_size).sum()) / max(tokens.numel(), 1))
+    return _perplexity(sequence_nlls(lm, tokens, batch_size), tokens)
+
+
+def _perplexity(nll: torch.Tensor, tokens: torch.Tensor) -> float:
+    return math.exp(float(nll.sum()) / max(tokens.numel(), 1))
 
 
 def _standard_error(x: torch.Tensor) -> float:
@@ -42,7 +46,7 @@ def text_metrics(lm, tokens: torch.Tensor, batch_size: int = 64, errors: bool = 
     """
     nll = sequence_nlls(lm, tokens, batch_size)
     entropy = unigram_entropy(tokens)
-    out = {"gen_ppl": math.exp(float(nll.sum()) / max(tokens.numel(), 1)), "entropy": float(entropy.mean())}
+    out = {"gen_ppl": _perplexity(nll, tokens), "entropy": float(entropy.mean())}
     if errors:
         out.update(entropy_se=_standard_error(entropy), log_ppl_se=_standard_error(nll / tokens.shape[-1]))
     return out

@@ -31,11 +31,6 @@ def exponential_from_uniform(u: torch.Tensor) -> torch.Tensor:
     return -torch.log(u)
 
 
-def gumbel_from_uniform(u: torch.Tensor) -> torch.Tensor:
-    """Gumbel noise -log(-log u) in u's dtype: the log of the exponential race's keys."""
-    return -torch.log(exponential_from_uniform(u))
-
-
 def categorical_from_uniform(weights: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     """argmax over the last axis of w / (-log u), in u's dtype; weights >= 0 need not be normalised.
 

@@ -40,7 +40,7 @@ def tstep_solve(denoiser: MaskedDenoiser, x: torch.Tensor, grid: torch.Tensor, s
     """Run the ancestral loop on an explicit grid; only sequences that changed are re-evaluated."""
     mask, dtype = denoiser.mask_id, precision_dtype(precision)
     alphas = schedule.alpha(grid)
-    cache: Optional[torch.Tensor] = None  # p_theta(. | x) in `dtype`, [B * L, V], valid where `fresh`
+    cache: Optional[torch.Tensor] = None  # p_theta(. | x) in `dtype`, [B, L, V], valid where `fresh`
     fresh = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
     for i in range(len(grid) - 1):
         masked = x == mask

@@ -7,12 +7,17 @@ import pytest
 import torch
 
 from framework.samplers.masked.categorical import (
-    gumbel_from_uniform, reveal_law, sample_categorical, sample_without_replacement, uniform, uniform_rows,
+    exponential_from_uniform, reveal_law, sample_categorical, sample_without_replacement, uniform, uniform_rows,
 )
 
 from .conftest import EnumerableTokens  # noqa: F401
 
 P = torch.tensor([0.5, 0.2, 0.15, 0.1, 0.05], dtype=torch.float64)
+
+
+def gumbel_from_uniform(u: torch.Tensor) -> torch.Tensor:
+    """Gumbel noise -log(-log u) in u's dtype: the log of the exponential race's key for w = 1."""
+    return -torch.log(exponential_from_uniform(u))
 
 
 def _entropy(q: torch.Tensor) -> float:
