@@ -129,12 +129,9 @@ def main(argv=None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     cfg = load_config(args.config, args.overrides)
-    if args.ckpt:
-        module = load_module(args.ckpt)
-        dm = build_datamodule(module.hparams.config, module.hparams.tokenizer_json)
-        dm.setup()
-    elif (out / "model.ckpt").exists():
-        module = load_module(out / "model.ckpt")
+    ckpt = args.ckpt or ((out / "model.ckpt") if (out / "model.ckpt").exists() else None)  # a rerun reuses its model
+    if ckpt:
+        module = load_module(ckpt)
         dm = build_datamodule(module.hparams.config, module.hparams.tokenizer_json)
         dm.setup()
     else:
