@@ -59,15 +59,13 @@ def main(argv=None) -> int:
             raise ValueError(f"--nfe must be a positive integer, got {args.nfe}")
         if args.num_samples <= 0 or args.batch_size <= 0:
             raise ValueError("--num-samples and --batch-size must be positive")
-        from framework.experiment import checkpoint_kind, kind_module
-        from framework.samplers import build_sampler
+        from framework.experiments import load_checkpoint
 
-        kind = kind_module(checkpoint_kind(args.ckpt))
+        experiment, module = load_checkpoint(args.ckpt)
         if not (args.evaluate and args.sampler == "config"):
-            build_sampler(args.sampler, **args.options)  # fail fast on a bad name or option, before loading the model
-        module = kind.load_module(args.ckpt)
+            experiment.check_sampler(args.sampler, args.options)  # a bad name, option or family fails before sampling
         module.eval()
-        kind.sample_cli(args, module)
+        experiment.sample(args, module)
         return 0
     except (ValueError, FileNotFoundError, KeyError) as err:
         print(f"error: {err}", file=sys.stderr)

@@ -33,26 +33,24 @@ def main(argv=None) -> int:
 def run(cfg) -> int:
     import lightning as L
 
-    from framework.experiment import kind_module
-    from framework.training import build_trainer, resume_path
-    from framework.io import write_json
     from framework.config import to_dict
+    from framework.experiments import experiment_for
+    from framework.experiments.trainer import build_trainer, resume_path
+    from framework.io import write_json
 
     start = time.time()
     out_dir = Path(cfg.get("out_dir", "runs/default"))
     out_dir.mkdir(parents=True, exist_ok=True)
     L.seed_everything(int(cfg.get("seed", 0)), workers=True, verbose=False)
-    kind = kind_module(cfg.kind)
-    module, datamodule = kind.build_experiment(cfg)
-    callbacks = []
-    if hasattr(kind, "build_callbacks"):
-        callbacks = kind.build_callbacks(cfg, out_dir)
+    experiment = experiment_for(cfg)
+    callbacks = experiment.callbacks(out_dir)  # validates the evaluation section before anything is built
+    module, datamodule = experiment.build()
     trainer = build_trainer(cfg, out_dir, callbacks)
     if trainer.is_global_zero:
         write_json(out_dir / "config.json", to_dict(cfg))
-    trainer.fit(module, datamodule=datamodule, ckpt_path=resume_path(cfg, out_dir))
+    trainer.fit(module, datamodule=datamodule, ckpt_path=resume_path(cfg, out_dir), weights_only=True)
     if trainer.is_global_zero:
-        summary = kind.after_fit(cfg, module, datamodule, out_dir) or {}
+        summary = experiment.after_fit(module, datamodule, out_dir) or {}
         summary["train_seconds_total"] = time.time() - start
         write_json(out_dir / "summary.json", summary)
         print(f"done in {time.time() - start:.0f}s; outputs in {out_dir}")

@@ -34,10 +34,10 @@ import torch  # noqa: E402
 def train_model(cfg, out: Path):
     import lightning as L
 
-    from framework.diffusion.masked_module import build_experiment
+    from framework.experiments import experiment_for
 
     L.seed_everything(int(cfg.seed), verbose=False)
-    module, dm = build_experiment(cfg)
+    module, dm = experiment_for(cfg).build()
     trainer = L.Trainer(default_root_dir=str(out), logger=False, enable_checkpointing=False, enable_progress_bar=False,
                         **{k: v for k, v in dict(cfg.trainer).items() if k not in ("enable_progress_bar",)})
     start = time.time()
@@ -106,10 +106,13 @@ def cached_samples(path: Path, make):
 
 def main(argv=None) -> int:
     from framework.config import load_config
-    from framework.diffusion.masked_generate import decode, evaluate_rows, generate_tokens
-    from framework.diffusion.masked_module import build_datamodule, build_evaluator, load_module
+    from datamodules.text import decode
+    from framework.experiments import load_checkpoint
     from framework.io import write_table
+    from framework.metrics.text import evaluate_rows
+    from framework.metrics.text_evaluator import build_evaluator
     from framework.samplers import build_sampler
+    from framework.samplers.generate import generate_tokens
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", default="configs/text_kjv.yaml")
@@ -131,8 +134,8 @@ def main(argv=None) -> int:
     cfg = load_config(args.config, args.overrides)
     ckpt = args.ckpt or ((out / "model.ckpt") if (out / "model.ckpt").exists() else None)  # a rerun reuses its model
     if ckpt:
-        module = load_module(ckpt)
-        dm = build_datamodule(module.hparams.config, module.hparams.tokenizer_json)
+        experiment, module = load_checkpoint(ckpt)
+        dm = experiment.datamodule(module)
         dm.setup()
     else:
         module, dm = train_model(cfg, out)
@@ -144,7 +147,7 @@ def main(argv=None) -> int:
             label = name if not opts else f"T={opts['steps']} {opts['precision']}"
 
             def make(name=name, opts=opts):
-                return generate_tokens(module.net, build_sampler(name, **opts), range(args.num_samples), 0, module.seq_len,
+                return generate_tokens(module.net, build_sampler(name, **opts), None, range(args.num_samples), 0, module.seq_len,
                                        module.mask_id, module.schedule, args.batch_size)
 
             samples[label] = cached_samples(out / "samples" / f"{_slug(label)}_n{args.num_samples}.pt", make)
@@ -154,7 +157,7 @@ def main(argv=None) -> int:
         mechanism = reveal_entropy_rows(module.net, module.schedule, dm.blocks["test"][:256], module.mask_id, args.mechanism_steps)
     write_table(mechanism, out / "reveal_entropy.csv", out / "reveal_entropy.md")
     print((out / "reveal_entropy.md").read_text())
-    lm = build_evaluator(module.hparams.config, module.hparams.tokenizer_json, dm)
+    lm = build_evaluator(module.hparams.config.get("evaluation") or {}, module.hparams.tokenizer_json, dm)
     rows = evaluate_rows(lm, samples, dm.blocks["test"][: args.num_samples], errors=True)
     fhs_time = samples["fhs"][1]["seconds_per_sample"]
     for r in rows:

@@ -96,6 +96,11 @@ def train_tokenizer(texts: Sequence[str], vocab_size: int):
     return tok
 
 
+def decode(tokenizer, tokens: torch.Tensor, eot: str = EOT) -> list[str]:
+    """Readable text of token rows [N, L]: special tokens kept, end-of-text shown as ' | '."""
+    return [tokenizer.decode(row, skip_special_tokens=False).replace(eot, " | ") for row in tokens.tolist()]
+
+
 def pack(token_lists: Sequence[Sequence[int]], eot_id: int, length: int) -> torch.Tensor:
     """Concatenate documents, each followed by end-of-text, and cut into [N, length] blocks (remainder dropped)."""
     flat = [t for ids in token_lists for t in (*ids, eot_id)]

@@ -11,22 +11,16 @@ from typing import Optional
 import torch
 from torch.utils.data import TensorDataset
 
-from framework.oracles import GaussianMixture
-
 from .loaders import SplitDataModule
+from .mixture import MixtureOfGaussians
 
 _DATA_SEED_OFFSET = 1_000_003  # the data stream's seed differs from the one that drew the mixture
-
-
-def sample_with_components(mixture: GaussianMixture, n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """n float64 draws [n, D] from the mixture and the component index [n] each came from."""
-    return mixture.sample_with_components(n, generator)
 
 
 class GaussianMixtureDataModule(SplitDataModule):
     """Fixed train/val sets drawn from GaussianMixture.random(components, dim, seed); batches (x float32 [B, dim], y component).
 
-    `mixture` is the exact oracle. num_classes is None, or `components` with
+    `mixture` holds the parameters (framework.oracles.GaussianMixture.random with the same arguments is its exact oracle). num_classes is None, or `components` with
     conditional=True (the component index then serves as the class label).
     """
 
@@ -40,7 +34,7 @@ class GaussianMixtureDataModule(SplitDataModule):
         self.save_hyperparameters()
         self.dim, self.components, self.n_train, self.n_val = dim, components, n_train, n_val
         self.seed, self.batch_size, self.conditional, self.num_workers = seed, batch_size, conditional, num_workers
-        self.mixture = GaussianMixture.random(components, dim, seed)
+        self.mixture = MixtureOfGaussians.random(components, dim, seed)
         self.train_dataset: Optional[TensorDataset] = None
         self.val_dataset: Optional[TensorDataset] = None
 
@@ -56,7 +50,7 @@ class GaussianMixtureDataModule(SplitDataModule):
         if self.train_dataset is not None:
             return
         generator = torch.Generator().manual_seed(self.seed + _DATA_SEED_OFFSET)
-        x, y = sample_with_components(self.mixture, self.n_train + self.n_val, generator)
+        x, y = self.mixture.sample_with_components(self.n_train + self.n_val, generator)
         x = x.to(torch.float32)
         self.train_dataset = TensorDataset(x[: self.n_train], y[: self.n_train])
         self.val_dataset = TensorDataset(x[self.n_train :], y[self.n_train :])

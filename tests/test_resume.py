@@ -20,8 +20,8 @@ import pytest
 import torch
 
 from framework.config import load_config
-from framework.diffusion import score_experiment
-from framework.training import build_trainer, resume_path
+from framework.experiments import experiment_for
+from framework.experiments.trainer import build_trainer, resume_path
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -45,10 +45,11 @@ def train(out: Path, max_steps: int, resume: bool = False, crash_at: int | None 
         "+trainer.limit_train_batches=3", "trainer.limit_val_batches=1",
     ] + ([f"+trainer.checkpoint_every_n_steps={every_n_steps}"] if every_n_steps else []))
     L.seed_everything(int(cfg.seed), workers=True, verbose=False)
-    module, datamodule = score_experiment.build_experiment(cfg)
-    callbacks = score_experiment.build_callbacks(cfg, out) + ([Crash(crash_at)] if crash_at else [])
+    experiment = experiment_for(cfg)
+    module, datamodule = experiment.build()
+    callbacks = experiment.callbacks(out) + ([Crash(crash_at)] if crash_at else [])
     trainer = build_trainer(cfg, out, callbacks)
-    trainer.fit(module, datamodule=datamodule, ckpt_path=resume_path(cfg, out))
+    trainer.fit(module, datamodule=datamodule, ckpt_path=resume_path(cfg, out), weights_only=True)
     return module
 
 
@@ -69,7 +70,7 @@ def test_resumed_run_matches_uninterrupted_bit_for_bit(tmp_path, uninterrupted, 
     reference = uninterrupted
     with pytest.raises(RuntimeError, match="simulated crash"):
         train(tmp_path, max_steps=9, crash_at=5, every_n_steps=every_n_steps)
-    last = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    last = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert last["global_step"] == 3  # the crash lost steps 4 and 5
     resumed = weights(train(tmp_path, max_steps=9, resume=True, every_n_steps=every_n_steps))
 
@@ -77,5 +78,5 @@ def test_resumed_run_matches_uninterrupted_bit_for_bit(tmp_path, uninterrupted, 
     different = [k for k in reference if not torch.equal(reference[k], resumed[k])]
     assert not different, f"weights differ after resuming: {different[:5]}"
     L.seed_everything(0, verbose=False)
-    initial = weights(score_experiment.build_experiment(load_config(ROOT / "configs" / "tiny.yaml"))[0])
+    initial = weights(experiment_for(load_config(ROOT / "configs" / "tiny.yaml")).build()[0])
     assert any(not torch.equal(initial[k], reference[k]) for k in reference), "training did not change the weights"

@@ -3,7 +3,7 @@
 Lightning supplies what the evaluation needs and nothing is re-implemented: the rank and
 world size, `all_gather` for the sample grids, a barrier while rank 0 trains the feature
 network, and `pl_module.log` for the numbers (val/<sampler>/nfe<k>/<metric>). The work
-itself is framework.callbacks.evaluation.Evaluator, which also runs after training.
+itself is framework.evaluation.Evaluator, which also runs after training.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from typing import Optional
 import lightning as L
 from lightning.pytorch.callbacks import Callback
 
-from .evaluation import Evaluator
-from .settings import EvaluationSettings
+from ..evaluation.evaluator import Evaluator
+from ..evaluation.settings import EvaluationSettings
 
 
 class SamplerEvaluation(Callback):

@@ -1,7 +1,6 @@
-"""Noise schedules, the denoiser wrapper, and (in their own modules) the Lightning modules.
+"""The math of diffusion only: noise and masking schedules, the denoiser wrapper, the training losses.
 
-Importing this package does not import Lightning: the modules `score_module` and
-`masked_module` do, and are imported only by whoever trains.
+No Lightning, no samplers, no networks: every other layer builds on this one.
 """
 
 from .denoiser import PREDICTIONS, Denoiser, as_denoiser, convert

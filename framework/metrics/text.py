@@ -5,6 +5,7 @@ under an evaluator LM, and the mean per-sequence unigram entropy (a low-temperat
 from __future__ import annotations
 
 import math
+from typing import Optional
 
 import torch
 
@@ -50,3 +51,18 @@ def text_metrics(lm, tokens: torch.Tensor, batch_size: int = 64, errors: bool = 
     if errors:
         out.update(entropy_se=_standard_error(entropy), log_ppl_se=_standard_error(nll / tokens.shape[-1]))
     return out
+
+
+def evaluate_rows(lm, samples: dict, reference: Optional[torch.Tensor] = None, errors: bool = False) -> list[dict]:
+    """One row per sampler label (gen_ppl, entropy, NFE, time) from {label: (tokens, stats)}, plus the held-out text.
+
+    `errors=True` adds the metrics' standard errors (entropy_se, log_ppl_se; see text_metrics).
+    """
+    rows = []
+    for label, (tokens, stats) in samples.items():
+        rows.append({"sampler": label, **text_metrics(lm, tokens, errors=errors), "nfe_per_sample": stats["nfe_per_sample"],
+                     "seconds_per_sample": stats["seconds_per_sample"], "num_samples": stats["num_samples"]})
+    if reference is not None:
+        rows.append({"sampler": "held-out text", **text_metrics(lm, reference, errors=errors), "nfe_per_sample": 0.0,
+                     "seconds_per_sample": 0.0, "num_samples": len(reference)})
+    return rows

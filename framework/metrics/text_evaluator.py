@@ -94,3 +94,19 @@ class HFEvaluator:
             logits = self.model(inp).logits[:, :-1]
             out.append(torch.nn.functional.cross_entropy(logits[0], inp[0, 1:], reduction="sum").double())
         return torch.stack(out)
+
+
+def build_evaluator(evaluation: dict, tokenizer_json: str, datamodule, log=print):
+    """The evaluator named by the `evaluation:` section: the project's cached causal LM trained on the
+    datamodule's training blocks ('project'), or 'hf:<local path>' (optional extra `transformers`)."""
+    from datamodules.text import EOT
+
+    choice = evaluation.get("evaluator", "project")
+    if isinstance(choice, str) and choice.startswith("hf:"):
+        return HFEvaluator(choice[3:], tokenizer_json)
+    if choice != "project":
+        raise ValueError(f"evaluation.evaluator={choice!r} is not allowed; allowed: 'project', 'hf:<local path>'")
+    datamodule.setup()
+    tok = datamodule.tokenizer
+    return load_or_train_evaluator(tokenizer_json, datamodule.blocks["train"], tok.get_vocab_size(), tok.token_to_id(EOT),
+                                   evaluation.get("cache_dir", "runs/cache/evaluator"), evaluation.get("lm", {}), log)

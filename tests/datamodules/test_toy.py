@@ -43,10 +43,11 @@ def test_conditional_flag_and_bad_settings():
         GaussianMixtureDataModule(components=0)
 
 
-def test_labelled_draw_matches_the_oracle_sampler():
-    """sample_with_components is GaussianMixture.sample plus the component indices: same generator, same points."""
-    from datamodules.toy import sample_with_components
-
-    mixture = GaussianMixture.random(3, 2, 0)
-    x, _ = sample_with_components(mixture, 50, torch.Generator().manual_seed(7))
-    torch.testing.assert_close(x, mixture.sample(50, generator=torch.Generator().manual_seed(7)))
+def test_the_data_mixture_is_the_oracle_mixture():
+    """The data module draws from the same mixture the oracle solves exactly: same parameters, same draws."""
+    dm = GaussianMixtureDataModule(components=3, dim=2, seed=0)
+    oracle = GaussianMixture.random(3, 2, 0)
+    for name in ("weights", "means", "covs"):
+        torch.testing.assert_close(getattr(dm.mixture, name), getattr(oracle, name))
+    x, _ = dm.mixture.sample_with_components(50, torch.Generator().manual_seed(7))
+    torch.testing.assert_close(x, oracle.sample(50, generator=torch.Generator().manual_seed(7)))

@@ -30,13 +30,14 @@ def evaluation_section(batch_size: int, cache: str) -> dict:
 def run(out: str, devices: int, batch_size: int, cache: str) -> dict:
     """Evaluate the perturbed tiny model; on rank 0 returns (and writes) {'world_size', 'logged'}."""
     sys.path.insert(0, str(ROOT))
-    from framework.callbacks import ImageTask, SamplerEvaluation, evaluation_settings
+    from framework.callbacks import SamplerEvaluation
     from framework.config import load_config
-    from framework.diffusion.score_experiment import build_experiment
+    from framework.evaluation import ImageTask, evaluation_settings
+    from framework.experiments import experiment_for
 
     L.seed_everything(0, verbose=False)
     cfg = load_config(ROOT / "configs" / "tiny.yaml", [f"out_dir={out}"])
-    module, datamodule = build_experiment(cfg)
+    module, datamodule = experiment_for(cfg).build()
     perturb(module, 0.01)
     settings = evaluation_settings(evaluation_section(batch_size, cache))
     callback = SamplerEvaluation(settings, ImageTask(settings), out)

@@ -12,8 +12,8 @@ import torch
 from omegaconf import OmegaConf
 
 import train
-from framework.callbacks import evaluation_settings, gather_ordered, metric_key
-from framework.callbacks.settings import entry_label
+from framework.evaluation import evaluation_settings, gather_ordered, metric_key
+from framework.samplers.labels import sampler_label
 from framework.config import load_config
 from framework.metrics import IMAGE_METRICS
 
@@ -116,7 +116,7 @@ def test_bad_settings_name_the_setting(section, message):
 def test_labels_and_per_sampler_nfe():
     s = evaluation_settings({"samplers": [{"name": "deis", "ab_order": 3}, {"name": "ddim", "label": "ddim-eta1", "eta": 1.0, "nfe": [7]}]})
     assert [(e.label, e.nfe) for e in s.entries] == [("deis_ab_order3", [5, 10, 20]), ("ddim-eta1", [7])]
-    assert entry_label({"name": "x", "grid": [0.9, 0.5]}) == "x_grid0.9,0.5"
+    assert sampler_label({"name": "x", "grid": [0.9, 0.5]}) == "x_grid0.9,0.5"
     assert not evaluation_settings({}).enabled
 
 

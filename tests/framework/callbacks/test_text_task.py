@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import train
-from framework.callbacks import metric_key, text_evaluation_settings
+from framework.evaluation import metric_key, text_evaluation_settings
 from framework.config import load_config, to_dict
 from framework.metrics.text import text_metrics
 from framework.metrics.text_quality import TextQuality

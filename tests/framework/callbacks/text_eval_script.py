@@ -43,14 +43,15 @@ def run(out: str, devices: int, batch_size: int, corpus: str, cache: str) -> dic
     """Evaluate the perturbed tiny text model; on rank 0 returns (and writes) {'world_size', 'logged'}."""
     sys.path.insert(0, str(ROOT))
     from framework.config import load_config
-    from framework.diffusion.masked_module import build_callbacks, build_experiment
+    from framework.experiments import experiment_for
 
     L.seed_everything(0, verbose=False)
     cfg = load_config(ROOT / "configs" / "text_tiny.yaml", [
         f"out_dir={out}", "data.source=files", f"+data.paths=[{corpus}]", *evaluation_overrides(batch_size, cache)])
-    module, datamodule = build_experiment(cfg)
+    experiment = experiment_for(cfg)
+    module, datamodule = experiment.build()
     perturb(module, 0.05)
-    callbacks = build_callbacks(cfg, Path(out))  # [SamplerEvaluation(settings, TextTask(...), out)]
+    callbacks = experiment.callbacks(Path(out))  # [SamplerEvaluation(settings, TextTask(...), out)]
     assert len(callbacks) == 1
     return validate_once(module, datamodule, callbacks, out, devices)
 

@@ -1,6 +1,6 @@
 """What the sampler evaluation needs to know about images: how to generate them from a ScoreDiffusion module, score them, show them.
 
-Generation goes through framework.generate (per-sample seeds); scores through
+Generation goes through framework.samplers.generate (per-sample seeds); scores through
 framework.metrics.ImageQuality with a feature network trained on the experiment's own data.
 A class-conditional model is evaluated on labels i % num_classes for sample i (balanced and
 independent of the sharding).
@@ -13,11 +13,11 @@ from typing import Callable, Optional, Sequence
 
 import torch
 
-from ..generate import generate_samples
+from ..samplers.generate import generate_samples
 from ..io import save_image_grid
 from ..metrics.features import feature_network
 from ..metrics.image import IMAGE_METRICS, ImageQuality
-from .evaluation import fill_last_batch
+from .evaluator import fill_last_batch
 from .settings import EvaluationSettings
 
 REFERENCE_KEYS = {"split": "train", "num_samples": None}

@@ -12,7 +12,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from .config import call_with_section, to_dict
+from ..config import call_with_section, to_dict
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

@@ -1,10 +1,10 @@
 """What the sampler evaluation needs to know about text: generate from a MaskedDiffusion module, score, show.
 
-Generation goes through framework.diffusion.masked_generate.generate_tokens (sample i seeded by
-(seed, i)); an entry's NFE sets the masked sampler's step option by sample.py's rule
-(masked_module.masked_sampler_at). Scores: framework.metrics.text_quality.TextQuality, i.e.
-generative perplexity under the project's cached evaluator LM (masked_module.build_evaluator)
-and the mean per-sequence unigram entropy, always reported together.
+Generation goes through framework.samplers.generate.generate_tokens (sample i seeded by
+(seed, i)); an entry's NFE is spent by the masked sampler's own rule (MaskedSampler.with_nfe).
+Scores: framework.metrics.text_quality.TextQuality, i.e. generative perplexity under the
+project's cached evaluator LM (framework.metrics.text_evaluator.build_evaluator) and the mean
+per-sequence unigram entropy, always reported together.
 """
 
 from __future__ import annotations
@@ -14,12 +14,14 @@ from typing import Callable, Optional, Sequence
 
 import torch
 
-from ..diffusion.masked_generate import decode, generate_tokens
-from ..diffusion.masked_module import NFE_OPTION, build_evaluator, masked_sampler_at
+from datamodules.text import decode
+
 from ..io import atomic_write_text
 from ..metrics.text import text_metrics
+from ..metrics.text_evaluator import build_evaluator
 from ..metrics.text_quality import TEXT_METRICS, TextQuality
-from .evaluation import fill_last_batch
+from ..samplers.generate import generate_tokens
+from .evaluator import fill_last_batch
 from .image_task import _checked
 from .settings import EvaluationSettings, evaluation_settings
 
@@ -33,7 +35,7 @@ def text_evaluation_settings(config: dict) -> EvaluationSettings:
     """The validated `evaluation:` section of a masked config: its evaluator keys set aside, NFEs checked at data.seq_len."""
     section = {k: v for k, v in dict(config.get("evaluation") or {}).items() if k not in EVALUATOR_KEYS}
     seq_len = int(dict(config.get("data") or {}).get("seq_len", 64))
-    settings = evaluation_settings(section, lambda cfg, nfe: masked_sampler_at(cfg, nfe, seq_len))
+    settings = evaluation_settings(section, family="masked", length=seq_len)
     if settings.features:
         raise ValueError(f"evaluation.features is for images; the text evaluation allows none, got {settings.features!r}")
     _checked(settings.reference, REFERENCE_KEYS, "evaluation.reference")
@@ -47,10 +49,11 @@ class TextTask:
     metric_names: Sequence[str] = TEXT_METRICS
     plot_metrics: Sequence[str] = TEXT_METRICS
 
-    def __init__(self, settings: EvaluationSettings, config: dict, distributed: bool = True):
+    def __init__(self, settings: EvaluationSettings, section: dict, distributed: bool = True):
+        """`section`: the `evaluation:` mapping, whose evaluator keys (EVALUATOR_KEYS) choose the evaluator LM."""
         self.settings, self.distributed = settings, distributed
-        section = dict(config.get("evaluation") or {})
-        self.evaluator_config = {"evaluation": {k: section.get(k, v) for k, v in EVALUATOR_KEYS.items()}}
+        section = dict(section or {})
+        self.evaluator_config = {k: section.get(k, v) for k, v in EVALUATOR_KEYS.items()}
         self.reference = _checked(settings.reference, REFERENCE_KEYS, "evaluation.reference")
         self.metric_options = _checked(settings.metrics, METRIC_KEYS, "evaluation.metrics")
         self.metric: Optional[TextQuality] = None
@@ -74,7 +77,7 @@ class TextTask:
         self.tokenizer = datamodule.tokenizer
         self.metric = TextQuality(lm, sync_on_compute=self.distributed, **self.metric_options)
         reference = text_metrics(lm, datamodule.blocks[split][: self.settings.num_samples], self.metric.batch_size)
-        ev = self.evaluator_config["evaluation"]
+        ev = self.evaluator_config
         self.info = {"evaluator": ev["evaluator"], "evaluator_cache_dir": str(ev["cache_dir"]), "reference_split": split,
                      **{f"reference_{k}": v for k, v in reference.items()}, **self.metric.describe()}
         return self.info
@@ -82,15 +85,12 @@ class TextTask:
     def generate(self, module, sampler, nfe: int, indices: Sequence[int]) -> tuple[torch.Tensor, dict]:
         """Token sequences [len(indices), L] for these global indices (use inside module.ema_weights()), on the CPU.
 
-        The entry's sampler is rebuilt at this NFE (its NFE-set option dropped first); the last
-        batch is filled up as in ImageTask.generate so every call has the same batch shape.
+        The sampler spends `nfe` by its own rule; the last batch is filled up as in ImageTask.generate
+        so every call has the same batch shape.
         """
-        cfg = sampler.to_config()
-        cfg.pop(NFE_OPTION.get(cfg["name"]), None)
-        at_nfe = masked_sampler_at(cfg, nfe, module.seq_len)
         indices = list(indices)
         padded = fill_last_batch(indices, self.settings.num_samples, self.settings.batch_size)
-        tokens, stats = generate_tokens(module.net, at_nfe, padded, self.settings.seed, module.seq_len, module.mask_id,
+        tokens, stats = generate_tokens(module.net, sampler, nfe, padded, self.settings.seed, module.seq_len, module.mask_id,
                                         module.schedule, self.settings.batch_size, module.device)
         return tokens[: len(indices)], stats
 

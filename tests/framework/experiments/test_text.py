@@ -1,5 +1,5 @@
-"""MaskedDiffusion end to end on a tiny corpus: train, checkpoint alone rebuilds it, after_fit and sample_cli write text,
-sample.py --evaluate scores a text checkpoint."""
+"""The text experiment end to end on a tiny corpus: train, the checkpoint alone rebuilds it, after_fit and
+sample() write text, sample.py --evaluate scores a text checkpoint."""
 
 import argparse
 import json
@@ -11,8 +11,7 @@ import torch
 
 import sample
 from framework.config import load_config
-from framework.diffusion.masked_module import (MaskedDiffusion, after_fit, build_experiment, load_module, sample_cli,
-                                               sampler_for_cli)
+from framework.experiments import experiment_for, load_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -23,14 +22,15 @@ def trained(tmp_path_factory):
     (tmp / "c.txt").write_text(text)
     cfg = load_config("configs/text_tiny.yaml", [f"out_dir={tmp / 'run'}", "data.source=files",
                                                  f"+data.paths=[{tmp / 'c.txt'}]", f"evaluation.cache_dir={tmp / 'cache'}"])
-    module, dm = build_experiment(cfg)
+    experiment = experiment_for(cfg)
+    module, dm = experiment.build()
     trainer = L.Trainer(max_steps=3, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
                         limit_val_batches=1, enable_model_summary=False, default_root_dir=str(tmp))
     trainer.fit(module, datamodule=dm)
     metrics = trainer.validate(module, datamodule=dm, verbose=False)[0]
     ckpt = tmp / "m.ckpt"
     trainer.save_checkpoint(str(ckpt))
-    summary = after_fit(cfg, module, dm, tmp / "run")
+    summary = experiment.after_fit(module, dm, tmp / "run")
     return SimpleNamespace(tmp=tmp, module=module, ckpt=ckpt, metrics=metrics, summary=summary)
 
 
@@ -38,18 +38,19 @@ def test_train_reload_sample(trained, tmp_path):
     module, ckpt = trained.module, trained.ckpt
     assert int(module.ema.num_updates) == 3
     assert 0 < trained.metrics["val/bpt"] < 2 * 9  # bits per token, at most about log2(V = 300) for an untrained model
-    again = MaskedDiffusion.load_from_checkpoint(str(ckpt))
+    experiment, again = load_checkpoint(ckpt)
     assert again.hparams.config["kind"] == "masked" and again.tokenizer.to_str() == module.tokenizer.to_str()
     x = torch.randint(0, module.vocab_size + 1, (2, 16))
     assert torch.equal(again.net.eval()(x), module.net.eval()(x))
     labels = [r["sampler"] for r in trained.summary["rows"]]
-    assert labels == ["fhs", "mdlm_tstep(steps=8)", "held-out text"]
+    assert labels == ["fhs", "mdlm_tstep_steps8", "held-out text"]
     assert trained.summary["rows"][0]["nfe_per_sample"] == 16  # one evaluation per token
     assert (trained.tmp / "run" / "samples" / "text_samples.md").read_text().count("## ") == 2
     args = argparse.Namespace(ckpt=str(ckpt), sampler="fhs_parallel", nfe=4, num_samples=3, batch_size=2, seed=1,
-                              out=str(tmp_path / "s"), options={}, device="cpu")
-    sample_cli(args, again)
-    out = (tmp_path / "s" / "fhs_parallel(k=4,precision=float64).txt").read_text()
+                              out=str(tmp_path / "s"), options={}, device="cpu", evaluate=False, label=None,
+                              guidance_scale=1.0)
+    experiment.sample(args, again)
+    out = (tmp_path / "s" / "fhs_parallel_nfe4.txt").read_text()
     assert len(out.strip().split("\n\n")) == 3
 
 
@@ -71,7 +72,7 @@ def test_sample_py_evaluate_scores_a_text_checkpoint(trained, tmp_path, capsys):
     # one sampler at one NFE: the texts as without --evaluate, plus a one-row table
     assert sample.main(["--ckpt", ckpt, "--sampler", "fhs_parallel", "--nfe", "4", "--evaluate", "--num-samples", "5",
                         "--batch-size", "2", "--seed", "1", "--out", str(tmp_path / "one")]) == 0
-    assert (tmp_path / "one" / "fhs_parallel(k=4,precision=float64).txt").is_file()
+    assert (tmp_path / "one" / "fhs_parallel_nfe4.txt").is_file()
     [row] = scores(tmp_path / "one" / "eval" / "cli" / "table.json")
     assert row[:3] == ("fhs_parallel", 4, 5) and row[3] > 1 and row[4] > 0
     assert "| fhs_parallel | 4 | 5 |" in capsys.readouterr().out
@@ -86,7 +87,9 @@ def test_sample_py_evaluate_without_nfe(trained, tmp_path, name, nfes):
 
 
 @pytest.mark.parametrize("extra, message", [
-    (["--sampler", "mdlm_tstep", "--option", "steps=8"], "--option steps=8 cannot be used with --evaluate"),
+    (["--sampler", "mdlm_tstep", "--option", "steps=8"], "steps"),
+    (["--sampler", "mdlm_tstep", "--nfe", "8", "--option", "steps=4"], "steps=4"),
+    (["--sampler", "ddim", "--nfe", "8"], "continuous"),
     (["--sampler", "fhs", "--nfe", "4"], "--nfe=4 is not allowed"),
     (["--sampler", "config", "--num-samples", "1"], "evaluation.num_samples must be an integer >= 2"),
     (["--sampler", "fhs", "--label", "3"], "--label and --guidance-scale are for class-conditional image checkpoints"),
@@ -98,18 +101,10 @@ def test_sample_py_evaluate_bad_requests_name_the_option(trained, tmp_path, caps
 
 
 def test_sampler_config_needs_an_evaluation_section(trained, tmp_path):
-    module = load_module(trained.ckpt)
-    module.hparams["config"] = {**module.hparams.config, "evaluation": {"evaluator": "project"}}
+    experiment, module = load_checkpoint(trained.ckpt)
+    experiment.config["evaluation"] = {"evaluator": "project"}
     args = argparse.Namespace(ckpt=str(trained.ckpt), sampler="config", nfe=None, num_samples=8, batch_size=8, seed=0,
-                              out=str(tmp_path), options={}, device="cpu", evaluate=True)
+                              out=str(tmp_path), options={}, device="cpu", evaluate=True, label=None, guidance_scale=1.0)
     with pytest.raises(ValueError, match="--sampler config needs a checkpoint whose config lists evaluation.samplers"):
-        sample_cli(args, module)
+        experiment.sample(args, module)
 
-
-def test_cli_mapping_and_errors():
-    assert sampler_for_cli("mdlm_tstep", 512, {}, 64).options["steps"] == 512
-    assert sampler_for_cli("fhs_parallel", 16, {}, 64).options["k"] == 4
-    with pytest.raises(ValueError, match="--nfe=10 is not allowed"):
-        sampler_for_cli("fhs", 10, {}, 64)
-    with pytest.raises(ValueError, match="not a masked sampler"):
-        sampler_for_cli("ddim", None, {}, 64)

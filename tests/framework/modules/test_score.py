@@ -1,7 +1,7 @@
 import lightning as L
 import torch
 
-from framework.diffusion.score_experiment import build_experiment
+from framework.experiments import experiment_for
 from framework.config import apply_overrides
 from omegaconf import OmegaConf
 
@@ -16,7 +16,7 @@ CONFIG = {
 
 def test_training_loss_finite_and_decreasing():
     cfg = OmegaConf.create(CONFIG)
-    module, dm = build_experiment(cfg)
+    module, dm = experiment_for(cfg).build()
     losses = []
 
     class Record(L.Callback):

@@ -17,7 +17,7 @@ from typing import Callable, Optional, Sequence
 
 import torch
 
-from ..generate import shard_indices
+from ..samplers.generate import shard_indices
 from ..io import atomic_write_bytes
 from .report import write_results
 from .settings import EvaluationSettings

@@ -2,6 +2,7 @@
 
 Sample i always starts from, and draws its sampler noise from, a generator seeded by
 (seed, i) (EDM's generate.py convention); a rank generates only its share of indices.
+Images go through `generate_samples`, token sequences through `generate_tokens`.
 """
 
 from __future__ import annotations
@@ -11,9 +12,10 @@ from typing import Callable, Optional, Sequence
 
 import torch
 
-from .diffusion.denoiser import Denoiser
-from .diffusion.schedules import VPSchedule
-from .samplers.noise import randn, sample_generators
+from ..diffusion.denoiser import Denoiser
+from ..diffusion.schedules import VPSchedule
+from .masked.base import MaskedDenoiser
+from .noise import randn, sample_generators
 
 
 def shard_indices(num_samples: int, rank: int = 0, world_size: int = 1) -> list[int]:
@@ -60,3 +62,25 @@ def generate_samples(
         outs.append(x.cpu())
     samples = torch.cat(outs) if outs else torch.empty(0, *shape)
     return samples, {"nfe": nfe_used, "seconds": seconds}
+
+
+@torch.no_grad()
+def generate_tokens(net, sampler, nfe: Optional[int], indices: Sequence[int], seed: int, length: int, mask_id: int,
+                    schedule=None, batch_size: int = 64, device="cpu") -> tuple[torch.Tensor, dict]:
+    """Fill all-mask sequences for the given global sample indices; return tokens [N, length] and stats.
+
+    NFE is reported per sample as the number of sequence evaluations divided by the number of
+    samples (a batched call of b rows counts b), next to the batched network calls and the wall time.
+    """
+    indices = list(indices)
+    den = MaskedDenoiser(net, mask_id)
+    outs, start = [], time.perf_counter()
+    for i in range(0, len(indices), batch_size):
+        idx = indices[i: i + batch_size]
+        x_T = torch.full((len(idx), length), mask_id, dtype=torch.long, device=device)
+        outs.append(sampler.sample(den, x_T, nfe, schedule, generator=sample_generators(seed, idx, device)).cpu())
+    seconds = time.perf_counter() - start
+    n = max(len(indices), 1)
+    tokens = torch.cat(outs) if outs else torch.empty(0, length, dtype=torch.long)
+    return tokens, {"nfe_per_sample": den.rows / n, "network_calls": den.calls, "seconds": seconds,
+                    "seconds_per_sample": seconds / n, "num_samples": len(indices)}

@@ -7,12 +7,11 @@ built and every (sampler, NFE) pair checked here, so a bad entry fails before tr
 
 from __future__ import annotations
 
-import json
-import re
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 from ..samplers import build_from_config
+from ..samplers.labels import sampler_label
 
 KEYS = {
     "samplers": [],          # empty: no evaluation
@@ -30,9 +29,6 @@ KEYS = {
     "features": {},
     "metrics": {},
 }
-_LABEL = re.compile(r"^[A-Za-z0-9_.,+=-]+$")
-# (sampler config without label/nfe, nfe) -> None, raising ValueError when that sampler cannot run at that NFE
-NfeCheck = Callable[[dict, int], None]
 
 
 @dataclass
@@ -42,9 +38,6 @@ class SamplerEntry:
     label: str
     sampler: Any
     nfe: list[int]
-
-    def config(self) -> dict:
-        return self.sampler.to_config()
 
 
 @dataclass
@@ -70,19 +63,6 @@ class EvaluationSettings:
         return bool(self.entries)
 
 
-def entry_label(cfg: dict) -> str:
-    """`label` if given, else the name plus its options: {name: deis, order: 3} -> 'deis_order3'."""
-    if "label" in cfg:
-        label = str(cfg["label"])
-        if not _LABEL.match(label):
-            raise ValueError(f"evaluation sampler label {label!r} may only use letters, digits and _ . , + = -")
-        return label
-    opts = {k: v for k, v in cfg.items() if k not in ("name", "nfe")}
-    parts = [str(cfg["name"])] + [f"{k}{json.dumps(v, separators=(',', ':')) if isinstance(v, (dict, list)) else v}"
-                                  for k, v in opts.items()]
-    return re.sub(r"[^A-Za-z0-9_.,+=-]", "", "_".join(parts))
-
-
 def _positive_int(name: str, value: Any, minimum: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ValueError(f"evaluation.{name} must be an integer >= {minimum}, got {value!r}")
@@ -96,32 +76,32 @@ def _nfe_list(name: str, value: Any) -> list[int]:
     return [_positive_int(name, v) for v in values]
 
 
-def sampler_entry(cfg: Any, default_nfe: list[int], check_nfe: Optional[NfeCheck] = None) -> SamplerEntry:
-    """Build one sampler entry and check that it accepts each of its NFEs.
+def sampler_entry(cfg: Any, default_nfe: list[int], family: Optional[str] = None, length: Optional[int] = None) -> SamplerEntry:
+    """Build one sampler entry of `family` and check that it accepts each of its NFEs.
 
-    `check_nfe` replaces the sampler's own check_nfe for samplers whose NFE depends on more
-    than their options (masked samplers: the sequence length); the image path leaves it None.
+    `length`: the sequence length, for masked samplers whose NFE rule depends on it.
     """
     cfg = dict(cfg)
     if "name" not in cfg:
         raise ValueError(f"every evaluation.samplers entry needs a 'name', got {cfg!r}")
-    label = entry_label(cfg)
+    label = sampler_label(cfg)
     nfe = _nfe_list(f"evaluation.samplers[{label}].nfe", cfg.pop("nfe")) if "nfe" in cfg else list(default_nfe)
     cfg.pop("label", None)
-    sampler = build_from_config(cfg)
+    sampler = build_from_config(cfg, family=family)
     for k in nfe:
         try:
-            sampler.check_nfe(k) if check_nfe is None else check_nfe(dict(cfg), k)
+            sampler.check_nfe(k, length)
         except ValueError as err:
             raise ValueError(f"evaluation sampler {label!r} cannot run at nfe={k}: {err} "
                              f"(give the entry its own `nfe: [...]` list)") from None
     return SamplerEntry(label, sampler, nfe)
 
 
-def evaluation_settings(section: Optional[dict], check_nfe: Optional[NfeCheck] = None) -> EvaluationSettings:
+def evaluation_settings(section: Optional[dict], family: Optional[str] = None,
+                        length: Optional[int] = None) -> EvaluationSettings:
     """Validate the `evaluation:` section; unknown keys, bad values and duplicate labels raise ValueError.
 
-    `check_nfe`: see sampler_entry (None: each sampler checks its own NFEs).
+    `family`: the sampler family the experiment runs ('continuous' or 'masked'); `length`: see sampler_entry.
     """
     section = dict(section or {})
     unknown = sorted(set(section) - set(KEYS))
@@ -129,7 +109,7 @@ def evaluation_settings(section: Optional[dict], check_nfe: Optional[NfeCheck] =
         raise ValueError(f"unknown evaluation key(s) {', '.join(unknown)}; allowed: {', '.join(KEYS)}")
     s = {**KEYS, **section}
     nfe = _nfe_list("evaluation.nfe", s["nfe"])
-    entries = [sampler_entry(c, nfe, check_nfe) for c in (s["samplers"] or [])]
+    entries = [sampler_entry(c, nfe, family, length) for c in (s["samplers"] or [])]
     labels = [e.label for e in entries]
     duplicates = sorted({x for x in labels if labels.count(x) > 1})
     if duplicates:

@@ -1,24 +1,23 @@
 """ScoreDiffusion: the LightningModule that trains a noise-prediction network on a VP schedule.
 
 It owns only training: the loss, EMA weights, the optimizer. Sampling and evaluation live
-in framework.generate and the callbacks; a checkpoint holds the config, the schedule and the
+in framework.samplers.generate and framework.evaluation; a checkpoint holds the config, the schedule and the
 EMA weights, so `ScoreDiffusion.load_from_checkpoint(path)` is all sample.py needs.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Optional
 
 import lightning as L
 import torch
 
 from ..config import call_with_section, to_dict
-from .denoiser import Denoiser
+from ..diffusion.denoiser import Denoiser
+from ..diffusion.losses import diffusion_loss, sample_time
+from ..diffusion.schedules import schedule_from_config
 from .ema import EMA, EMATraining
-from .losses import diffusion_loss, sample_time
 from .optim import build_optimizer
-from .schedules import schedule_from_config
 
 NETWORKS = ("unet", "mlp")
 
@@ -91,6 +90,3 @@ class ScoreDiffusion(EMATraining, L.LightningModule):
         uncond = getattr(self.net, "null_label", None)
         return Denoiser(self.net, self.schedule, self.prediction, labels, guidance_scale, uncond)
 
-
-def load_score_module(path: str | Path, map_location="cpu") -> ScoreDiffusion:
-    return ScoreDiffusion.load_from_checkpoint(str(path), map_location=map_location)

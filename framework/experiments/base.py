@@ -1,0 +1,113 @@
+"""The interface every experiment kind implements, and the parts they share.
+
+An experiment kind (image or text) knows how to build its module and data from a validated
+config, which callbacks train with it, what to write after training, how `sample.py` samples
+from its checkpoint, and how its samplers are evaluated. train.py and sample.py see nothing
+else; this package is the only code that reads command-line arguments.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+from ..callbacks import EpochSeededShuffle, SamplerEvaluation
+from ..config import to_dict
+from ..evaluation import EvaluationSettings, Evaluator
+from ..samplers import build_sampler
+
+
+class Experiment:
+    """One experiment kind. Subclasses set `kind`, `family` (the sampler family it runs) and
+    `module_class`, and implement build, datamodule, evaluation_settings, task, after_fit and sample."""
+
+    kind: str = ""
+    family: str = ""
+    module_class: Any = None
+    #: re-seed the training order by (seed, epoch) so that a resumed run replays it (EpochSeededShuffle)
+    seeded_data_order: bool = True
+
+    def __init__(self, config: Any):
+        self.config = to_dict(config)
+        self.seed = int(self.config.get("seed", 0))
+
+    # --- training ---------------------------------------------------------------------
+    def build(self) -> tuple[Any, Any]:
+        """(LightningModule, LightningDataModule) for training."""
+        raise NotImplementedError
+
+    def callbacks(self, out_dir: Path) -> list:
+        """Training callbacks: the epoch-seeded data order, and the sampler evaluation every N validations.
+
+        The `evaluation:` section is validated here (every sampler built, every NFE checked), so a bad
+        entry fails before training starts.
+        """
+        section = self.config.get("evaluation") or {}
+        settings = self.evaluation_settings(section)
+        callbacks: list = [EpochSeededShuffle(self.seed)] if self.seeded_data_order else []
+        if settings.enabled and settings.every_n_val_epochs:
+            callbacks.append(SamplerEvaluation(settings, self.task(settings, section), out_dir))
+        return callbacks
+
+    def after_fit(self, module, datamodule, out_dir: Path) -> dict:
+        """Rank 0, after training: the `sampling:` section's samples and, if configured, the final evaluation."""
+        raise NotImplementedError
+
+    # --- evaluation -------------------------------------------------------------------
+    def datamodule(self, module=None):
+        """The data module (for the reference set of an evaluation); `module`: a loaded checkpoint's module."""
+        raise NotImplementedError
+
+    def evaluation_settings(self, section: dict) -> EvaluationSettings:
+        raise NotImplementedError
+
+    def task(self, settings: EvaluationSettings, section: dict, distributed: bool = True):
+        """The evaluation task (generation + metric + grids) of this kind; `section`: the raw `evaluation:` mapping."""
+        raise NotImplementedError
+
+    def evaluate(self, module, datamodule, out_dir: Path, tag: str = "final", section: Optional[dict] = None) -> list[dict]:
+        """Run the sampler evaluation once in this process; rank 0 writes <out>/<out_subdir>/<tag>/. Returns the rows."""
+        section = (self.config.get("evaluation") or {}) if section is None else section
+        settings = self.evaluation_settings(section)
+        task = self.task(settings, section, distributed=False)
+        task.prepare(datamodule)
+        module.eval()
+        return Evaluator(settings, task, out_dir).run(module, tag, prefix=tag)
+
+    def should_evaluate_after_fit(self) -> bool:
+        settings = self.evaluation_settings(self.config.get("evaluation") or {})
+        return settings.enabled and settings.after_fit
+
+    # --- sample.py --------------------------------------------------------------------
+    def check_sampler(self, name: str, options: dict):
+        """A sampler of this experiment's family, or a ValueError naming both families."""
+        return build_sampler(name, family=self.family, **options)
+
+    def sample(self, args, module) -> None:
+        """sample.py: sample with args.sampler at args.nfe and write the outputs into args.out."""
+        raise NotImplementedError
+
+    def cli_evaluation(self, args) -> dict:
+        """The `evaluation:` section that sample.py --evaluate runs: the checkpoint's own, with --num-samples,
+        --batch-size and --seed; unless --sampler config, its samplers replaced by --sampler at --nfe."""
+        evaluation = {k: v for k, v in dict(self.config.get("evaluation") or {}).items()
+                      if k not in ("every_n_val_epochs", "after_fit")}
+        evaluation.update(num_samples=args.num_samples, batch_size=args.batch_size, seed=args.seed)
+        if args.sampler != "config":
+            entry = {"name": args.sampler, **args.options}
+            if args.nfe is not None:
+                entry["nfe"] = [args.nfe]
+            evaluation["samplers"] = [entry]
+        if not evaluation.get("samplers"):
+            raise ValueError("--sampler config needs a checkpoint whose config lists evaluation.samplers; "
+                             "name a sampler instead (--sampler NAME --nfe K --evaluate)")
+        self.evaluation_settings(evaluation)  # raises on a bad sampler, NFE or count before anything runs
+        return evaluation
+
+    def evaluate_cli(self, args, module, evaluation: dict) -> list[dict]:
+        """sample.py --evaluate: run `evaluation` on the checkpoint into <out>/<out_subdir>/cli/ and print the table."""
+        module.to(args.device)
+        rows = self.evaluate(module, self.datamodule(module), Path(args.out), tag="cli", section=evaluation)
+        settings = self.evaluation_settings(evaluation)
+        print((Path(args.out) / settings.out_subdir / "cli" / "table.md").read_text())
+        return rows

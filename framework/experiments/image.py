@@ -1,0 +1,129 @@
+"""The image (score-based) experiment: data and module from a config, the after-training report, sample.py."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..config import call_with_section
+from ..evaluation import EvaluationSettings, ImageTask, evaluation_settings
+from ..io import atomic_write_bytes, save_image_grid, write_json, write_table
+from ..modules.score import ScoreDiffusion
+from ..samplers import build_from_config
+from ..samplers.generate import generate_samples
+from ..samplers.labels import sampler_label
+from .base import Experiment
+
+DATASETS = ("digits", "files", "gmm")
+
+
+def build_datamodule(data_cfg: dict, seed: int):
+    """The image (or vector) data module named by data.name, with the section's remaining keys."""
+    data_cfg = dict(data_cfg)
+    name = data_cfg.pop("name", "digits")
+    data_cfg.setdefault("seed", seed)
+    if name == "digits":
+        from datamodules.images import DigitsDataModule
+
+        return call_with_section(DigitsDataModule, "data", data_cfg)
+    if name == "files":
+        from datamodules.images import ImageFileDataModule
+
+        return call_with_section(ImageFileDataModule, "data", data_cfg)
+    if name == "gmm":
+        from datamodules.toy import GaussianMixtureDataModule
+
+        return call_with_section(GaussianMixtureDataModule, "data", data_cfg)
+    raise ValueError(f"unknown data.name {name!r}; allowed: {', '.join(DATASETS)}")
+
+
+class ImageExperiment(Experiment):
+    """ScoreDiffusion on images (or vectors) with the continuous samplers."""
+
+    kind = "score"
+    family = "continuous"
+    module_class = ScoreDiffusion
+
+    def build(self):
+        datamodule = self.datamodule()
+        return ScoreDiffusion(self.config, datamodule.data_shape, datamodule.num_classes), datamodule
+
+    def datamodule(self, module=None):
+        return build_datamodule(self.config.get("data", {}), self.seed)
+
+    def evaluation_settings(self, section: dict) -> EvaluationSettings:
+        return evaluation_settings(section, family=self.family)
+
+    def task(self, settings: EvaluationSettings, section: dict, distributed: bool = True) -> ImageTask:
+        return ImageTask(settings, distributed=distributed)
+
+    def after_fit(self, module: ScoreDiffusion, datamodule, out_dir: Path) -> dict:
+        """Grids and timings of the `sampling:` section; with `evaluation.after_fit` the full evaluation
+        too (eval/final/: the table as CSV, markdown and JSON, the quality-vs-NFE plot, a grid per sampler)."""
+        summary = self._sampling_summary(module, out_dir)
+        if self.should_evaluate_after_fit():
+            summary["evaluation"] = self.evaluate(module, datamodule, out_dir)
+        return summary
+
+    def _sampling_summary(self, module: ScoreDiffusion, out_dir: Path) -> dict:
+        """Grids and seconds per sample for the `sampling:` section (a quick look, no metrics)."""
+        sampling = self.config.get("sampling", {})
+        n = int(sampling.get("num_samples", 64))
+        rows = []
+        with module.ema_weights():
+            for s_cfg in sampling.get("samplers", [{"name": "ddim"}]):
+                label = sampler_label(s_cfg)
+                sampler = build_from_config({k: v for k, v in dict(s_cfg).items() if k != "label"}, family=self.family)
+                for nfe in sampling.get("nfe", [10]):
+                    samples, stats = generate_samples(
+                        module.net, module.schedule, sampler, int(nfe), range(n), int(sampling.get("seed", 0)),
+                        module.data_shape, batch_size=int(sampling.get("batch_size", 256)), device=module.device,
+                        prediction=module.prediction)
+                    grid = out_dir / "samples" / f"{label}_nfe{nfe}.png"
+                    save_image_grid(samples, grid)
+                    rows.append({"sampler": label, "nfe": stats["nfe"], "seconds_per_sample": stats["seconds"] / n,
+                                 "grid": str(grid)})
+        write_table(rows, out_dir / "samples" / "summary.csv", out_dir / "samples" / "summary.md")
+        return {"rows": rows}
+
+    def sample(self, args, module: ScoreDiffusion) -> None:
+        """sample.py for image models: a PNG grid, an .npz of samples and a JSON of settings into args.out
+        (--evaluate: score them too; with --sampler config only the checkpoint's evaluation set runs)."""
+        evaluation = self.cli_evaluation(args) if args.evaluate else None  # fail before sampling
+        if evaluation is not None and args.sampler == "config":
+            self.evaluate_cli(args, module, evaluation)
+            return
+        sampler = self.check_sampler(args.sampler, args.options)
+        labels = None
+        if args.label is not None:
+            if not module.conditional:
+                raise ValueError("--label needs a class-conditional model (model.class_conditional=true)")
+            labels = torch.full((args.num_samples,), int(args.label), dtype=torch.long)
+        device = torch.device(args.device)
+        module.to(device)
+        with module.ema_weights():
+            samples, stats = generate_samples(
+                module.net, module.schedule, sampler, args.nfe, range(args.num_samples), args.seed, module.data_shape,
+                batch_size=args.batch_size, device=device, prediction=module.prediction, labels=labels,
+                guidance_scale=args.guidance_scale, uncond_label=getattr(module.net, "null_label", None), progress=True,
+            )
+        out = Path(args.out)
+        name = f"{sampler_label({'name': args.sampler, **args.options})}_nfe{stats['nfe']}"
+        save_image_grid(samples, out / f"{name}.png")
+        buf = io.BytesIO()
+        np.savez_compressed(buf, samples=samples.numpy())
+        atomic_write_bytes(out / f"{name}.npz", buf.getvalue())
+        write_json(out / f"{name}.json", {"sampler": sampler.to_config(), "nfe": stats["nfe"], "seed": args.seed,
+                                          "num_samples": args.num_samples, "seconds": stats["seconds"],
+                                          "checkpoint": str(args.ckpt)})
+        print(f"wrote {len(samples)} samples ({sampler.name}, nfe={stats['nfe']}, {stats['seconds']:.2f}s) to {out / (name + '.png')}")
+        if evaluation is not None:
+            self.evaluate_cli(args, module, evaluation)
+
+    def cli_evaluation(self, args) -> dict:
+        evaluation = super().cli_evaluation(args)
+        evaluation["guidance_scale"] = args.guidance_scale
+        return evaluation

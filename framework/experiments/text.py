@@ -1,0 +1,114 @@
+"""The text (masked diffusion) experiment: data and module from a config, the after-training report, sample.py."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from datamodules.text import decode
+
+from ..config import call_with_section
+from ..evaluation import EvaluationSettings, TextTask, text_evaluation_settings
+from ..io import atomic_write_text, write_json, write_table
+from ..metrics.text import evaluate_rows
+from ..metrics.text_evaluator import build_evaluator
+from ..modules.masked import MaskedDiffusion
+from ..samplers import build_from_config, sampler_class
+from ..samplers.generate import generate_tokens
+from ..samplers.labels import sampler_label
+from .base import Experiment
+
+
+def build_datamodule(config: dict, tokenizer_json=None):
+    """The text data module of a config; `tokenizer_json`: a trained tokenizer (from a checkpoint) to reuse."""
+    from datamodules.text import TextDataModule
+
+    data = {k: v for k, v in dict(config.get("data", {})).items() if k != "name"}
+    return call_with_section(TextDataModule, "data", data, tokenizer_json=tokenizer_json, seed=int(config.get("seed", 0)))
+
+
+class TextExperiment(Experiment):
+    """MaskedDiffusion on text with the masked samplers; quality = generative perplexity with entropy."""
+
+    kind = "masked"
+    family = "masked"
+    module_class = MaskedDiffusion
+    seeded_data_order = False
+
+    def build(self):
+        """(MaskedDiffusion, TextDataModule); the tokenizer is trained on the training split first."""
+        datamodule = self.datamodule()
+        datamodule.setup()
+        return MaskedDiffusion(self.config, datamodule.tokenizer_json), datamodule
+
+    def datamodule(self, module=None):
+        return build_datamodule(self.config, None if module is None else module.hparams.tokenizer_json)
+
+    def evaluation_settings(self, section: dict) -> EvaluationSettings:
+        return text_evaluation_settings({**self.config, "evaluation": section})
+
+    def task(self, settings: EvaluationSettings, section: dict, distributed: bool = True) -> TextTask:
+        return TextTask(settings, section, distributed=distributed)
+
+    def after_fit(self, module: MaskedDiffusion, datamodule, out_dir: Path) -> dict:
+        """Sample with every sampler of `sampling:`; write the texts and a table with gen. perplexity and entropy.
+
+        With `evaluation.samplers` listed (and `evaluation.after_fit`) the sampler evaluation runs too:
+        eval/final/ gets the per-(sampler, NFE) table, the plot and the sample texts.
+        """
+        sampling = dict(self.config.get("sampling", {}))
+        n, seed = int(sampling.get("num_samples", 16)), int(sampling.get("seed", 0))
+        samples = {}
+        module.eval()
+        with module.ema_weights():
+            for s_cfg in sampling.get("samplers", [{"name": "fhs"}]):
+                sampler = build_from_config({k: v for k, v in dict(s_cfg).items() if k != "label"}, family=self.family)
+                samples[sampler_label(s_cfg)] = generate_tokens(
+                    module.net, sampler, None, range(n), seed, module.seq_len, module.mask_id, module.schedule,
+                    int(sampling.get("batch_size", 16)), module.device)
+        lm = build_evaluator(dict(self.config.get("evaluation") or {}), module.hparams.tokenizer_json, datamodule)
+        rows = evaluate_rows(lm, samples, datamodule.blocks["test"][:n])
+        text = "".join(f"## {label}\n\n" + "\n\n".join(decode(module.tokenizer, tokens)) + "\n\n"
+                       for label, (tokens, _) in samples.items())
+        atomic_write_text(Path(out_dir) / "samples" / "text_samples.md", text)
+        write_table(rows, Path(out_dir) / "samples" / "summary.csv", Path(out_dir) / "samples" / "summary.md")
+        summary = {"rows": rows}
+        if self.should_evaluate_after_fit():
+            summary["evaluation"] = self.evaluate(module, datamodule, out_dir)
+        return summary
+
+    def sample(self, args, module: MaskedDiffusion) -> None:
+        """sample.py for masked models: the decoded texts and a JSON of settings and timings into args.out
+        (--evaluate: score them too; with --sampler config only the checkpoint's evaluation set runs)."""
+        if args.label is not None or args.guidance_scale != 1.0:
+            raise ValueError("--label and --guidance-scale are for class-conditional image checkpoints; "
+                             "a text checkpoint takes neither")
+        evaluation = self.cli_evaluation(args) if args.evaluate else None  # fail before sampling
+        if evaluation is not None and args.sampler == "config":
+            self.evaluate_cli(args, module, evaluation)
+            return
+        sampler = self.check_sampler(args.sampler, args.options)
+        if args.nfe is not None:
+            sampler = sampler.with_nfe(args.nfe, module.seq_len)
+        device = torch.device(args.device)
+        module.to(device).eval()
+        with module.ema_weights():
+            tokens, stats = generate_tokens(module.net, sampler, None, range(args.num_samples), args.seed, module.seq_len,
+                                            module.mask_id, module.schedule, args.batch_size, device)
+        out = Path(args.out)
+        name = sampler_label({"name": args.sampler, **args.options}) + (f"_nfe{args.nfe}" if args.nfe else "")
+        atomic_write_text(out / f"{name}.txt", "\n\n".join(decode(module.tokenizer, tokens)) + "\n")
+        write_json(out / f"{name}.json", {"sampler": sampler.to_config(), **stats, "seed": args.seed,
+                                          "checkpoint": str(args.ckpt)})
+        print(f"wrote {len(tokens)} samples ({name}, {stats['nfe_per_sample']:.1f} NFE/sample, "
+              f"{stats['seconds']:.2f}s) to {out / (name + '.txt')}")
+        if evaluation is not None:
+            self.evaluate_cli(args, module, evaluation)
+
+    def cli_evaluation(self, args) -> dict:
+        evaluation = super().cli_evaluation(args)
+        if args.sampler != "config" and args.nfe is None and sampler_class(args.sampler).nfe_option is None:
+            evaluation["samplers"][0]["nfe"] = [int(self.config.get("data", {}).get("seq_len", 64))]
+            self.evaluation_settings(evaluation)
+        return evaluation
