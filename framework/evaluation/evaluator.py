@@ -23,6 +23,8 @@ from .report import write_results
 from .settings import EvaluationSettings
 
 Gather = Callable[[torch.Tensor], torch.Tensor]
+#: the table row (and logged name) of the held-out real samples
+REAL_DATA = "real_data"
 Log = Callable[[str, float], None]
 
 
@@ -91,6 +93,7 @@ class Evaluator:
         out = self.out_dir / tag
         ema = getattr(module, "ema_weights", None)
         with ema() if ema is not None else nullcontext():
+            self.task.start(module, indices)
             for entry in self.settings.entries:
                 grids = {}
                 for nfe in entry.nfe:
@@ -104,6 +107,12 @@ class Evaluator:
                         _save_samples(full, out / "samples" / f"{entry.label}_nfe{nfe}.npz")
                 if rank == 0 and self.settings.grid_size:
                     self.task.write_grid(grids, out / "grids" / f"{entry.label}.png")
+        real = self._real_data_row(rank, world_size)
+        if real is not None:
+            rows.append(real)
+            for metric in self.task.metric_names:
+                if log is not None and math.isfinite(real[metric]):
+                    log(f"{prefix}/{REAL_DATA}/{metric}", real[metric])
         if rank == 0:
             info = {"tag": tag, "num_samples": n, "seed": self.settings.seed, "world_size": world_size,
                     "eval_seconds": round(time.perf_counter() - start, 2), **self.task.info}
@@ -113,12 +122,19 @@ class Evaluator:
     def _one(self, module, entry, nfe: int, indices: list[int], world_size: int, all_gather) -> tuple[dict, torch.Tensor]:
         """Generate this rank's shard with one sampler at one NFE, score the whole set, gather the samples."""
         samples, stats = self.task.generate(module, entry.sampler, nfe, indices)
-        metric = self.task.metric
-        metric.update(samples, indices)
-        values = metric.compute()
-        metric.reset()
+        values = self.task.score(samples, indices, entry.sampler)
         full = gather_ordered(samples, indices, self.settings.num_samples, world_size, all_gather)
         row = {"sampler": entry.label, "nfe": nfe, "num_samples": self.settings.num_samples,
                **{k: float(values[k]) for k in self.task.metric_names},
                "seconds_per_sample": stats["seconds"] / max(1, len(indices))}
         return row, full
+
+    def _real_data_row(self, rank: int, world_size: int) -> Optional[dict]:
+        """The held-out real samples through the same metrics: the floor the samplers approach (None if the task has none)."""
+        real = self.task.held_out()
+        if real is None:
+            return None
+        indices = shard_indices(len(real), rank, world_size)
+        values = self.task.score(real[indices], indices, None)
+        return {"sampler": REAL_DATA, "nfe": 0, "num_samples": len(real),
+                **{k: float(values[k]) for k in self.task.metric_names}, "seconds_per_sample": 0.0}

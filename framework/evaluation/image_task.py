@@ -17,11 +17,17 @@ from ..samplers.generate import generate_samples
 from ..io import save_image_grid
 from ..metrics.features import feature_network
 from ..metrics.image import IMAGE_METRICS, ImageQuality
+from ..metrics.relative_error import RelativeError
+from ..tuning.reference import Reference, ReferenceSolver, reference_solution
 from .evaluator import fill_last_batch
 from .settings import EvaluationSettings
 
-REFERENCE_KEYS = {"split": "train", "num_samples": None}
+# held_out_split: the real images of the table's real-data row (None: no such row)
+REFERENCE_KEYS = {"split": "train", "num_samples": None, "held_out_split": "val"}
 METRIC_KEYS = {"kid_subsets": 20, "kid_subset_size": 500, "pr_k": 3}
+# the reference-solution error: off, or the reference solver, its NFE and its cache
+REF_ERR_KEYS = {"enabled": True, "sampler": {"name": "dpmsolver++", "order": 3}, "nfe": 100,
+                "cache_dir": "runs/cache/reference"}
 
 
 def _checked(section: dict, defaults: dict, where: str) -> dict:
@@ -32,18 +38,26 @@ def _checked(section: dict, defaults: dict, where: str) -> dict:
 
 
 class ImageTask:
-    """Image generation and FID/KID/precision/recall for `SamplerEvaluation` (ScoreDiffusion on image data)."""
-
-    metric_names: Sequence[str] = IMAGE_METRICS
-    plot_metrics: Sequence[str] = ("fid", "kid_mean")
+    """Image generation, FID/KID/precision/recall and the reference-solution error for `SamplerEvaluation`
+    (ScoreDiffusion on image data)."""
 
     def __init__(self, settings: EvaluationSettings, distributed: bool = True):
         self.settings = settings
         self.reference = _checked(settings.reference, REFERENCE_KEYS, "evaluation.reference")
         self.metric_options = _checked(settings.metrics, METRIC_KEYS, "evaluation.metrics")
+        ref_err = _checked(settings.ref_err, REF_ERR_KEYS, "evaluation.ref_err")
+        self.solver = ReferenceSolver(dict(ref_err["sampler"]), int(ref_err["nfe"]), ref_err["cache_dir"]) \
+            if ref_err["enabled"] else None
+        if self.solver is not None:
+            self.solver.build()  # a bad reference solver fails here, before any evaluation
         self.distributed = distributed
         self.metric: Optional[ImageQuality] = None
+        self.ref_metric = RelativeError(sync_on_compute=distributed)
+        self.solution: Optional[Reference] = None
+        self.real: Optional[torch.Tensor] = None
         self.info: dict = {}
+        self.metric_names: Sequence[str] = (*IMAGE_METRICS, *(("ref_err",) if self.solver else ()))
+        self.plot_metrics: Sequence[str] = ("fid", "kid_mean", *(("ref_err",) if self.solver else ()))
 
     def prepare(self, datamodule, is_writer: bool = True, barrier: Callable[[], None] = lambda: None) -> dict:
         """Load (or train once and cache) the feature network and build the metric on the reference images."""
@@ -56,8 +70,52 @@ class ImageTask:
         real = datamodule.real_images(self.reference["split"], self.reference["num_samples"])
         self.metric = ImageQuality(features.extractor, real, seed=self.settings.seed,
                                    sync_on_compute=self.distributed, **self.metric_options)
-        self.info = {**features.describe(), "reference_split": self.reference["split"], **self.metric.describe()}
+        held_out = self.reference["held_out_split"]
+        self.real = None if held_out is None else datamodule.real_images(held_out, None)
+        self.info = {**features.describe(), "reference_split": self.reference["split"], **self.metric.describe(),
+                     "real_data_split": held_out}
+        if self.solver is not None:
+            self.info.update(ref_err_solver=self.solver.sampler, ref_err_nfe=self.solver.nfe)
         return self.info
+
+    def _labels(self, module, indices: Sequence[int]) -> Optional[torch.Tensor]:
+        """Class labels i % num_classes for sample i of a class-conditional model (balanced, shard-independent)."""
+        if not module.conditional:
+            return None
+        num_classes = int(module.hparams.num_classes)
+        return torch.tensor([i % num_classes for i in indices], dtype=torch.long)
+
+    def start(self, module, indices: Sequence[int]) -> None:
+        """Before the samplers run (EMA weights in place): the reference solution of this rank's samples."""
+        self.solution = None
+        if self.solver is None:
+            return
+        padded = fill_last_batch(list(indices), self.settings.num_samples, self.settings.batch_size)
+        self.solution = reference_solution(
+            module.net, module.schedule, padded, self.settings.seed, module.data_shape, self.solver, module.prediction,
+            self.settings.batch_size, module.device, labels=self._labels(module, padded),
+            guidance_scale=self.settings.guidance_scale, uncond_label=getattr(module.net, "null_label", None))
+
+    def score(self, samples: torch.Tensor, indices: Sequence[int], sampler) -> dict:
+        """The metrics of these samples (all ranks' shards together); `sampler` None for the real-data row.
+
+        ref_err is NaN where it means nothing: real data, and stochastic samplers (they do not solve the ODE).
+        """
+        self.metric.update(samples, indices)
+        values = self.metric.compute()
+        self.metric.reset()
+        if self.solver is not None:
+            values["ref_err"] = float("nan")
+            if sampler is not None and not sampler.stochastic:
+                target = self.solution.target_for(sampler)[: len(samples)]
+                self.ref_metric.update(samples, target, indices)
+                values["ref_err"] = float(self.ref_metric.compute())
+                self.ref_metric.reset()
+        return values
+
+    def held_out(self) -> Optional[torch.Tensor]:
+        """The held-out real images of the real-data row (None when evaluation.reference.held_out_split is null)."""
+        return self.real
 
     def generate(self, module, sampler, nfe: int, indices: Sequence[int]) -> tuple[torch.Tensor, dict]:
         """Images for these global indices (use inside module.ema_weights()), on the CPU, in index order.
@@ -69,10 +127,7 @@ class ImageTask:
         """
         indices = list(indices)
         padded = fill_last_batch(indices, self.settings.num_samples, self.settings.batch_size)
-        labels = None
-        if module.conditional:
-            num_classes = int(module.hparams.num_classes)
-            labels = torch.tensor([i % num_classes for i in padded], dtype=torch.long)
+        labels = self._labels(module, padded)
         samples, stats = generate_samples(
             module.net, module.schedule, sampler, nfe, padded, self.settings.seed, module.data_shape,
             batch_size=self.settings.batch_size, device=module.device, prediction=module.prediction, labels=labels,

@@ -28,6 +28,7 @@ KEYS = {
     "reference": {},
     "features": {},
     "metrics": {},
+    "ref_err": {},
 }
 
 
@@ -57,6 +58,7 @@ class EvaluationSettings:
     reference: dict = field(default_factory=dict)
     features: dict = field(default_factory=dict)
     metrics: dict = field(default_factory=dict)
+    ref_err: dict = field(default_factory=dict)
 
     @property
     def enabled(self) -> bool:
@@ -114,7 +116,7 @@ def evaluation_settings(section: Optional[dict], family: Optional[str] = None,
     duplicates = sorted({x for x in labels if labels.count(x) > 1})
     if duplicates:
         raise ValueError(f"evaluation samplers share the label(s) {', '.join(duplicates)}; give each a distinct `label`")
-    for key in ("reference", "features", "metrics"):
+    for key in ("reference", "features", "metrics", "ref_err"):
         if not isinstance(s[key], dict):
             raise ValueError(f"evaluation.{key} must be a mapping, got {s[key]!r}")
     for key in ("after_fit", "save_samples"):
@@ -127,4 +129,5 @@ def evaluation_settings(section: Optional[dict], family: Optional[str] = None,
         grid_size=_positive_int("grid_size", s["grid_size"], 0), save_samples=s["save_samples"],
         guidance_scale=float(s["guidance_scale"]), out_subdir=str(s["out_subdir"]),
         reference=dict(s["reference"]), features=dict(s["features"]), metrics=dict(s["metrics"]),
+        ref_err=dict(s["ref_err"]),
     )

@@ -38,6 +38,10 @@ class DDIM(Sampler):
         "final_denoise": Option(True, choices=BOOL, doc=BASE_OPTIONS["final_denoise"].doc),
     }
 
+    @property
+    def stochastic(self) -> bool:
+        return float(self.options["eta"]) > 0
+
     def solve(self, denoiser, x, grid, generator=None, callback=None, steps=None):
         eta = float(self.options["eta"])
         for i in steps if steps is not None else range(len(grid) - 1):
@@ -63,6 +67,7 @@ class DDPM(Sampler):
         "variance": Option("posterior", choices=("posterior", "upper"), doc="sigma_t^2 = beta~ or beta (DDPM sec. 3.2)"),
         "final_denoise": Option(True, choices=BOOL, doc=BASE_OPTIONS["final_denoise"].doc),
     }
+    stochastic = True
 
     def solve(self, denoiser, x, grid, generator=None, callback=None, steps=None):
         for i in steps if steps is not None else range(len(grid) - 1):
