@@ -96,7 +96,7 @@ def cached_samples(path: Path, make):
     from framework.io import atomic_write_bytes
 
     if path.exists():
-        return torch.load(path)
+        return torch.load(path, weights_only=True)
     result = make()
     buf = io.BytesIO()
     torch.save(result, buf)

@@ -52,6 +52,6 @@ def test_training_noise_differs_between_ddp_ranks(tmp_path):
                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                         limit_val_batches=0, callbacks=[_GatherNoise(path)])
     trainer.fit(module, datamodule=dm)
-    gathered = torch.load(path)
+    gathered = torch.load(path, weights_only=True)
     assert gathered.shape == (2, 4)
     assert not torch.allclose(gathered[0], gathered[1]), "ranks must not train on the same noise"
