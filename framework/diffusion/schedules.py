@@ -121,10 +121,6 @@ class DiscreteVPSchedule(VPSchedule):
     def _t_from_log_snr(self, lam: torch.Tensor) -> torch.Tensor:
         return _interp(-lam, -self.lam_knots, self.t_knots)
 
-    def timestep_index(self, t: torch.Tensor) -> torch.Tensor:
-        """The (fractional) DDPM step index n = N t - 1 of a continuous time."""
-        return t * self.num_steps - 1
-
 
 def _interp(x: torch.Tensor, xp: torch.Tensor, fp: torch.Tensor) -> torch.Tensor:
     """Piecewise-linear interpolation with linear extrapolation at both ends (xp increasing)."""

@@ -14,8 +14,7 @@ lambda_j. This file only picks the nodes lambda_j and the weights w_j:
   by half of its exact integral (see `official_3m_weights`).
 
 A multistep history is a tuple of (lambda, output) pairs, newest first. The step functions are pure
-functions of (x, history, lambda_t, coefficients), so a wrapper (e.g. DC-Solver's dynamic
-compensation) can call them with a modified history.
+functions of (x, history, lambda_t, coefficients), so they can be called with a modified history.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Shared math of exponential integrators in half log-SNR time lambda (DPM-Solver, DEIS, UniPC, USF).
+"""Shared math of exponential integrators in half log-SNR time lambda (DPM-Solver, DEIS, UniPC).
 
 With h = lambda_t - lambda_s > 0, the probability-flow ODE has the exact variation-of-constants forms
 (DPM-Solver eq. 3.4, DPM-Solver++ eq. 8):

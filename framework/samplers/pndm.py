@@ -12,9 +12,8 @@ runner/method.py: gen_order_4, gen_order_2) are:
 - 'S-PNDM' (second order): the 2-step pseudo linear multistep method (3, -1 over 2)
   started by one pseudo improved Euler step (2 evaluations).
 
-Every step is a pure function of (denoiser, x, grid, i, history), so a wrapper such as
-the Time-Shift sampler can reuse it; `history` is the newest-first tuple of the noise
-predictions at the earlier grid points.
+Every step is a pure function of (denoiser, x, grid, i, history); `history` is the
+newest-first tuple of the noise predictions at the earlier grid points.
 """
 
 from __future__ import annotations

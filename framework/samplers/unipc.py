@@ -13,8 +13,8 @@ evaluation and raises the order to p + 1. B(h) = h ('bh1') or e^h - 1 ('bh2'). A
 code, UniP-2 and UniC-1 take the simplified rho = 1/2 (the only places where B(h) matters).
 
 Every update is one call of the shared exp_integrator.exp_step with weights on the outputs; a step is a
-pure function of (x, history of (lambda, output) newest first, lambda_t, coefficients), so a wrapper
-such as DC-Solver can call it with a modified history.
+pure function of (x, history of (lambda, output) newest first, lambda_t, coefficients), so it can be
+called with a modified history.
 """
 
 from __future__ import annotations
