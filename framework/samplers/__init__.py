@@ -1,5 +1,8 @@
 """Samplers: plain PyTorch functions of a denoiser, built by name.
 
+Two families share one option machinery (base.SamplerBase): "continuous" (Sampler: ODE/SDE solvers
+for VP-schedule denoisers) and "masked" (masked.MaskedSampler: token samplers for masked diffusion
+LMs); `build_sampler(name, family=...)` refuses the other family.
 Importing this package does not import Lightning or any network class.
 """
 
@@ -7,12 +10,14 @@ from . import ddim  # noqa: F401  (registers ddpm, ddim)
 from . import deis, pndm  # noqa: F401  (registers deis, ipndm, pndm)
 from . import dpm_solver, unipc  # noqa: F401  (registers dpmsolver++, unipc)
 from . import masked  # noqa: F401  (registers mdlm_tstep, fhs, fhs_parallel: token samplers)
-from .base import Option, Sampler
+from .base import FAMILIES, Option, Sampler, SamplerBase
 from .grids import GRID_KINDS, make_grid, validate_grid
+from .masked import MaskedDenoiser, MaskedSampler
 from .noise import randn, randn_like, sample_generators
 from .registry import available_samplers, build_from_config, build_sampler, register, sampler_class
 
 __all__ = [
-    "Option", "Sampler", "GRID_KINDS", "make_grid", "validate_grid", "randn", "randn_like", "sample_generators",
+    "FAMILIES", "Option", "Sampler", "SamplerBase", "MaskedDenoiser", "MaskedSampler",
+    "GRID_KINDS", "make_grid", "validate_grid", "randn", "randn_like", "sample_generators",
     "available_samplers", "build_from_config", "build_sampler", "register", "sampler_class",
 ]

@@ -1,6 +1,12 @@
 """The sampler interface: validated, serialisable options around a stateless solver loop.
 
-A sampler subclass declares its options (`OPTIONS`), how many steps an NFE budget
+Two families share one option machinery (`SamplerBase`): continuous samplers (`Sampler`,
+family "continuous") integrate x_T ~ N(0, I) with a `VPSchedule` denoiser; masked samplers
+(`framework.samplers.masked.MaskedSampler`, family "masked") fill the mask tokens of a token
+sequence with a time-free masked model. Both say which NFE budgets they can spend
+(`check_nfe`, `allows_nfe`), so experiment code never encodes a sampler's NFE rule.
+
+A continuous subclass declares its options (`OPTIONS`), how many steps an NFE budget
 buys (`steps_for_nfe`), and the loop itself (`solve`), a pure function of the
 denoiser, the starting noise, one explicit time grid, a generator and a per-step
 callback. The object keeps no state between calls (diffusers#8711).
@@ -16,6 +22,9 @@ import torch
 from ..diffusion.denoiser import Denoiser, as_denoiser
 from ..diffusion.schedules import VPSchedule
 from .grids import GRID_KINDS, make_grid, validate_grid
+
+#: the sampler families: what data a sampler generates, and so which `sample` signature it serves
+FAMILIES = ("continuous", "masked")
 
 
 @dataclass(frozen=True)
@@ -60,13 +69,27 @@ BASE_OPTIONS: dict[str, Option] = {
 }
 
 
-class Sampler:
-    """Base class. Subclasses set `name`, `OPTIONS`, and implement `solve` (and `steps_for_nfe` if needed)."""
+def positive_nfe(nfe: Any) -> int:
+    """`nfe` if it is a positive int (not a bool), else a ValueError naming it."""
+    if isinstance(nfe, bool) or not isinstance(nfe, int) or nfe < 1:
+        raise ValueError(f"nfe must be a positive integer, got {nfe!r}")
+    return nfe
+
+
+class SamplerBase:
+    """Options shared by both families: validation, `options`, `explicit`, config and repr.
+
+    Subclasses set `family` and `OPTIONS` (their own options; `COMMON_OPTIONS` are the family's
+    options every member has), and implement `check_nfe` and `sample`. `explicit` is the set of
+    option names the user passed, so a rule that derives an option (a masked sampler's NFE) can tell
+    a default from a choice.
+    """
 
     name: str = "sampler"
+    #: "continuous" or "masked" (see FAMILIES)
+    family: str = ""
     OPTIONS: dict[str, Option] = {}
-    #: network evaluations one step costs (multistep methods: 1)
-    evals_per_step: int = 1
+    COMMON_OPTIONS: dict[str, Option] = {}
 
     def __init__(self, **options: Any):
         spec = self.option_spec()
@@ -78,11 +101,12 @@ class Sampler:
         values = {k: o.default for k, o in spec.items()}
         values.update(options)
         self.options = {k: spec[k].validate(self.name, k, v) for k, v in values.items()}
+        self.explicit: frozenset[str] = frozenset(options)
         self.check_options()
 
     @classmethod
     def option_spec(cls) -> dict[str, Option]:
-        return {**BASE_OPTIONS, **cls.OPTIONS}
+        return {**cls.COMMON_OPTIONS, **cls.OPTIONS}
 
     def check_options(self) -> None:
         """Cross-option checks; raise ValueError naming the options."""
@@ -92,6 +116,36 @@ class Sampler:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in self.options.items())})"
+
+    # --- NFE ------------------------------------------------------------------
+    def check_nfe(self, nfe: Any, length: Optional[int] = None) -> int:
+        """`nfe` if this sampler can spend it (per sample; `length`: the sequence length, masked samplers
+        only), else a ValueError saying what it can spend."""
+        raise NotImplementedError
+
+    def allows_nfe(self, nfe: Any, length: Optional[int] = None) -> bool:
+        """Whether `check_nfe(nfe, length)` accepts `nfe`."""
+        try:
+            self.check_nfe(nfe, length)
+        except ValueError:
+            return False
+        return True
+
+    def sample(self, model, x_T: torch.Tensor, nfe: Optional[int] = None, schedule=None, generator=None,
+               progress: bool = False, callback: Optional[Callable[[dict], None]] = None,
+               timesteps: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Generate from x_T; see Sampler.sample (continuous) and MaskedSampler.sample (masked, + keyword mask_id)."""
+        raise NotImplementedError
+
+
+class Sampler(SamplerBase):
+    """Continuous samplers. Subclasses set `name`, `OPTIONS`, and implement `solve` (and `steps_for_nfe` if needed)."""
+
+    name: str = "sampler"
+    family: str = "continuous"
+    COMMON_OPTIONS = BASE_OPTIONS
+    #: network evaluations one step costs (multistep methods: 1)
+    evals_per_step: int = 1
 
     # --- NFE accounting --------------------------------------------------------
     def min_nfe(self) -> int:
@@ -108,21 +162,12 @@ class Sampler:
             )
         return budget // self.evals_per_step
 
-    def allows_nfe(self, nfe: int) -> bool:
-        """Whether the method can spend exactly `nfe` evaluations."""
-        try:
-            self.steps_for_nfe(nfe)
-        except ValueError:
-            return False
-        return True
-
     def nfe_for_steps(self, steps: int) -> int:
         return steps * self.evals_per_step + int(self.options["final_denoise"])
 
-    def check_nfe(self, nfe: Any) -> int:
-        if isinstance(nfe, bool) or not isinstance(nfe, int) or nfe < 1:
-            raise ValueError(f"nfe must be a positive integer, got {nfe!r}")
-        self.steps_for_nfe(nfe)
+    def check_nfe(self, nfe: Any, length: Optional[int] = None) -> int:
+        """`nfe` if the method can spend exactly that many evaluations (`length` is ignored)."""
+        self.steps_for_nfe(positive_nfe(nfe))
         return nfe
 
     def timesteps(self, nfe: int, schedule: VPSchedule, device=None) -> torch.Tensor:
@@ -185,3 +230,22 @@ def _progress(n: int, enabled: bool, name: str):
     except ImportError:  # pragma: no cover - tqdm ships with lightning
         return range(n)
     return tqdm(range(n), desc=name, leave=False)
+
+
+class _NoBar:
+    def update(self, n: int = 1) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def progress_bar(total: int, enabled: bool, name: str):
+    """A bar with update(n) / close(): tqdm when `enabled` (and installed), else one that does nothing."""
+    if not enabled:
+        return _NoBar()
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:  # pragma: no cover - tqdm ships with lightning
+        return _NoBar()
+    return tqdm(total=total, desc=name, leave=False)

@@ -13,6 +13,18 @@ import torch
 GeneratorLike = Optional[Union[torch.Generator, Sequence[torch.Generator]]]
 
 
+def check_generators(generator, batch: int) -> None:
+    """Refuse anything but None, one torch.Generator, or a list/tuple of exactly `batch` torch.Generators."""
+    if generator is None or isinstance(generator, torch.Generator):
+        return
+    if not isinstance(generator, (list, tuple)) or not all(isinstance(g, torch.Generator) for g in generator):
+        raise ValueError(f"generator must be None, a torch.Generator or a list of torch.Generators (one per sample), "
+                         f"got {type(generator).__name__}")
+    if len(generator) != batch:
+        raise ValueError(f"generator: got a list of {len(generator)} generators for a batch of {batch}; "
+                         f"give exactly one per sample")
+
+
 def randn_like(x: torch.Tensor, generator: GeneratorLike = None) -> torch.Tensor:
     return randn(x.shape, generator, dtype=x.dtype, device=x.device)
 

@@ -6,9 +6,12 @@ p_theta(v | x_t) (MDLM, Sahoo et al. 2024, Eq. 7; Zheng et al. 2024, Eq. 5). The
 categorical over these V + 1 numbers, exactly as MDLM makes it, so the `precision` setting
 reproduces the float32 truncation effect (Zheng et al. Sec. 5). Because the model has no time
 input, p_theta(. | x_t) is re-used while a sequence does not change (MDLM's caching; Zheng et al.
-Sec. 3.2), so a sequence costs at most (number of tokens it unmasks + 1) evaluations, never T.
+Sec. 3.2), so a sequence costs at most min(T, its number of masked tokens) evaluations.
 The grid runs from t_0 = 1 to t_T = 0, where alpha = 1 unmasks every remaining token (no argmax
-"noise removal" step as in MDLM's code).
+"noise removal" step as in MDLM's code). Unlike FHS's, the tokens depend on the masking schedule:
+alpha(t) on the grid sets how many tokens unmask together in a step.
+
+NFE rule (`with_nfe`): a budget of nfe evaluations per sample sets steps = T = nfe.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from typing import Optional
 
 import torch
 
-from ..base import Option, positive_int
+from ..base import Option, _progress, positive_int
 from ..registry import register
 from .base import PRECISION_OPTION, MaskedDenoiser, MaskedSampler
 from .categorical import precision_dtype, sample_categorical, uniform_rows
@@ -36,13 +39,16 @@ def validate_masked_grid(grid) -> torch.Tensor:
 
 
 def tstep_solve(denoiser: MaskedDenoiser, x: torch.Tensor, grid: torch.Tensor, schedule, generator=None,
-                precision: str = "float64", callback=None) -> torch.Tensor:
-    """Run the ancestral loop on an explicit grid; only sequences that changed are re-evaluated."""
+                precision: str = "float64", callback=None, progress: bool = False) -> torch.Tensor:
+    """Run the ancestral loop on an explicit grid; only sequences that changed are re-evaluated.
+
+    `callback` gets dict(i, t, s, x) after every step from t = grid[i] to s = grid[i + 1].
+    """
     mask, dtype = denoiser.mask_id, precision_dtype(precision)
     alphas = schedule.alpha(grid)
     cache: Optional[torch.Tensor] = None  # p_theta(. | x) in `dtype`, [B, L, V], valid where `fresh`
     fresh = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
-    for i in range(len(grid) - 1):
+    for i in _progress(len(grid) - 1, progress, "mdlm_tstep"):
         masked = x == mask
         active = masked.any(-1)
         if not active.any():
@@ -80,7 +86,20 @@ class TStepSampler(MaskedSampler):
         "steps": Option(128, check=positive_int(), allowed="an integer >= 1", doc="number of time steps T"),
         "precision": PRECISION_OPTION,
     }
+    nfe_option = "steps"
+    nfe_rule = "steps = nfe"
+    nfe_needs_length = False
+    takes_timesteps = True
 
-    def solve(self, denoiser, x, schedule, generator=None, callback=None, timesteps=None):
-        grid = uniform_time_grid(self.options["steps"]) if timesteps is None else validate_masked_grid(timesteps)
-        return tstep_solve(denoiser, x, grid, schedule, generator, self.options["precision"], callback)
+    def options_for_nfe(self, nfe, length):
+        return {"steps": nfe}
+
+    def solve(self, denoiser, x, schedule, generator=None, callback=None, progress=False, timesteps=None):
+        if timesteps is None:
+            grid = uniform_time_grid(self.options["steps"])
+        else:
+            grid = validate_masked_grid(timesteps)
+            if "steps" in self.explicit and len(grid) - 1 != self.options["steps"]:
+                raise ValueError(f"sampler 'mdlm_tstep': the timesteps given have {len(grid) - 1} steps, but "
+                                 f"steps={self.options['steps']} (given, or set by nfe); give only one of them")
+        return tstep_solve(denoiser, x, grid, schedule, generator, self.options["precision"], callback, progress)

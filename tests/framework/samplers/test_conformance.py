@@ -5,13 +5,13 @@ import torch
 
 from framework.diffusion import build_schedule
 from framework.oracles import GaussianMixture
-from framework.samplers import available_samplers, build_sampler, sampler_class
+from framework.samplers import available_samplers, build_sampler
 
 from .checks import assert_finite_and_honest
 
 
 def continuous_samplers():
-    return [n for n in available_samplers() if getattr(sampler_class(n), "data_kind", "continuous") == "continuous"]
+    return available_samplers("continuous")
 
 
 def _valid_nfes(sampler, upto=20):
@@ -62,6 +62,11 @@ def test_bad_options_raise_naming_the_setting(name):
 def test_unknown_sampler_lists_allowed():
     with pytest.raises(ValueError, match="unknown sampler 'nope'.*ddim"):
         build_sampler("nope")
+
+
+def test_a_masked_sampler_is_refused_where_a_continuous_one_is_needed():
+    with pytest.raises(ValueError, match=r"'fhs' is a masked sampler, but a continuous sampler is needed here; allowed \(continuous\): .*ddim"):
+        build_sampler("fhs", family="continuous")
 
 
 def test_choice_options_check_types():
