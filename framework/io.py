@@ -58,6 +58,8 @@ def markdown_table(rows: Sequence[dict]) -> str:
     keys = list(rows[0].keys())
 
     def fmt(v):
+        if v is None:
+            return "-"
         if isinstance(v, float):
             return f"{v:.4g}"
         return str(v)

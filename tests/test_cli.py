@@ -34,13 +34,13 @@ def test_sample_cli_writes_grid(tiny_run, tmp_path):
     proc = run("sample.py", "--ckpt", str(tiny_run / "checkpoints" / "last.ckpt"), "--sampler", "ddim", "--nfe", "3",
                "--num-samples", "4", "--out", str(tmp_path), "--option", "eta=0.5")
     assert "wrote 4 samples" in proc.stdout
-    assert (tmp_path / "ddim_nfe3.png").is_file() and (tmp_path / "ddim_nfe3.npz").is_file()
+    assert (tmp_path / "ddim_eta0.5_nfe3.png").is_file() and (tmp_path / "ddim_eta0.5_nfe3.npz").is_file()
 
 
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["sample.py", "--ckpt", "CKPT", "--sampler", "nope", "--nfe", "3"], "unknown sampler 'nope'"),
+        (["sample.py", "--ckpt", "CKPT", "--sampler", "nope", "--nfe", "3"], "unknown continuous sampler 'nope'"),
         (["sample.py", "--ckpt", "CKPT", "--sampler", "ddim", "--nfe", "0"], "--nfe must be a positive integer"),
         (["sample.py", "--ckpt", "CKPT", "--sampler", "ddim", "--nfe", "3", "--option", "etaa=1"], "unknown option(s) etaa"),
         (["sample.py", "--ckpt", "/no/such.ckpt", "--sampler", "ddim", "--nfe", "3"], "checkpoint not found: /no/such.ckpt"),

@@ -33,6 +33,11 @@ def metric_key(label: str, nfe: int, metric: str, prefix: str = "val") -> str:
     return f"{prefix}/{label}/nfe{nfe}/{metric}"
 
 
+def metric_values(values: dict, names: Sequence[str]) -> dict:
+    """The row's metric columns as floats; None where the metric does not apply (e.g. ref_err of real data)."""
+    return {k: None if values[k] is None else float(values[k]) for k in names}
+
+
 def gather_ordered(local: torch.Tensor, indices: Sequence[int], total: int, world_size: int = 1,
                    all_gather: Optional[Gather] = None) -> torch.Tensor:
     """All ranks' samples as one [total, ...] tensor in global index order (shards may differ in length by one)."""
@@ -101,7 +106,7 @@ class Evaluator:
                     rows.append(row)
                     grids[nfe] = full
                     for metric in self.task.metric_names:
-                        if log is not None:
+                        if log is not None and row[metric] is not None:
                             log(metric_key(entry.label, nfe, metric, prefix), row[metric])
                     if rank == 0 and self.settings.save_samples:
                         _save_samples(full, out / "samples" / f"{entry.label}_nfe{nfe}.npz")
@@ -111,7 +116,7 @@ class Evaluator:
         if real is not None:
             rows.append(real)
             for metric in self.task.metric_names:
-                if log is not None and math.isfinite(real[metric]):
+                if log is not None and real[metric] is not None:
                     log(f"{prefix}/{REAL_DATA}/{metric}", real[metric])
         if rank == 0:
             info = {"tag": tag, "num_samples": n, "seed": self.settings.seed, "world_size": world_size,
@@ -125,8 +130,7 @@ class Evaluator:
         values = self.task.score(samples, indices, entry.sampler)
         full = gather_ordered(samples, indices, self.settings.num_samples, world_size, all_gather)
         row = {"sampler": entry.label, "nfe": nfe, "num_samples": self.settings.num_samples,
-               **{k: float(values[k]) for k in self.task.metric_names},
-               "seconds_per_sample": stats["seconds"] / max(1, len(indices))}
+               **metric_values(values, self.task.metric_names), "seconds_per_sample": stats["seconds"] / max(1, len(indices))}
         return row, full
 
     def _real_data_row(self, rank: int, world_size: int) -> Optional[dict]:
@@ -137,4 +141,4 @@ class Evaluator:
         indices = shard_indices(len(real), rank, world_size)
         values = self.task.score(real[indices], indices, None)
         return {"sampler": REAL_DATA, "nfe": 0, "num_samples": len(real),
-                **{k: float(values[k]) for k in self.task.metric_names}, "seconds_per_sample": 0.0}
+                **metric_values(values, self.task.metric_names), "seconds_per_sample": 0.0}

@@ -99,13 +99,13 @@ class ImageTask:
     def score(self, samples: torch.Tensor, indices: Sequence[int], sampler) -> dict:
         """The metrics of these samples (all ranks' shards together); `sampler` None for the real-data row.
 
-        ref_err is NaN where it means nothing: real data, and stochastic samplers (they do not solve the ODE).
+        ref_err is None where it means nothing: real data, and stochastic samplers (they do not solve the ODE).
         """
         self.metric.update(samples, indices)
         values = self.metric.compute()
         self.metric.reset()
         if self.solver is not None:
-            values["ref_err"] = float("nan")
+            values["ref_err"] = None
             if sampler is not None and not sampler.stochastic:
                 target = self.solution.target_for(sampler)[: len(samples)]
                 self.ref_metric.update(samples, target, indices)

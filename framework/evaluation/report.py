@@ -7,7 +7,6 @@ table plus what makes them comparable (n, reference set, feature network and its
 from __future__ import annotations
 
 import io
-import math
 from pathlib import Path
 from typing import Sequence
 
@@ -48,16 +47,16 @@ def plot_quality_vs_nfe(rows: Sequence[dict], metrics: Sequence[str], path: Path
     samplers = list(dict.fromkeys(r["sampler"] for r in rows))
     for ax, metric in zip(axes, metrics):
         for name in samplers:
-            pts = sorted((r["nfe"], r[metric]) for r in rows if r["sampler"] == name and math.isfinite(r[metric]))
+            pts = sorted((r["nfe"], r[metric]) for r in rows if r["sampler"] == name and r[metric] is not None)
             ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=name)
         for r in real:
-            if math.isfinite(r[metric]):
+            if r[metric] is not None:
                 ax.axhline(r[metric], color="k", ls=":", label=f"{r['sampler']} (n={r['num_samples']})")
         ax.set_xscale("log")
         nfes = sorted({r["nfe"] for r in rows})
         ax.set_xticks(nfes, labels=[str(k) for k in nfes])
         ax.xaxis.set_minor_locator(NullLocator())
-        if metric in ("fid", "ref_err") and all(r[metric] > 0 for r in rows if math.isfinite(r[metric])):
+        if metric in ("fid", "ref_err") and all(r[metric] > 0 for r in rows if r[metric] is not None):
             ax.set_yscale("log")
             ax.yaxis.set_major_formatter(ScalarFormatter())
             ax.yaxis.set_minor_formatter(ScalarFormatter())

@@ -95,14 +95,19 @@ class Experiment:
         evaluation.update(num_samples=args.num_samples, batch_size=args.batch_size, seed=args.seed)
         if args.sampler != "config":
             entry = {"name": args.sampler, **args.options}
-            if args.nfe is not None:
-                entry["nfe"] = [args.nfe]
+            nfe = [args.nfe] if args.nfe is not None else self.natural_nfe(args.sampler)
+            if nfe is not None:
+                entry["nfe"] = nfe
             evaluation["samplers"] = [entry]
         if not evaluation.get("samplers"):
             raise ValueError("--sampler config needs a checkpoint whose config lists evaluation.samplers; "
                              "name a sampler instead (--sampler NAME --nfe K --evaluate)")
         self.evaluation_settings(evaluation)  # raises on a bad sampler, NFE or count before anything runs
         return evaluation
+
+    def natural_nfe(self, name: str) -> Optional[list[int]]:
+        """The NFE a sampler is evaluated at when --nfe is not given (None: the section's NFE list)."""
+        return None
 
     def evaluate_cli(self, args, module, evaluation: dict) -> list[dict]:
         """sample.py --evaluate: run `evaluation` on the checkpoint into <out>/<out_subdir>/cli/ and print the table."""

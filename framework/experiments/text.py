@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 import torch
 
@@ -106,9 +107,8 @@ class TextExperiment(Experiment):
         if evaluation is not None:
             self.evaluate_cli(args, module, evaluation)
 
-    def cli_evaluation(self, args) -> dict:
-        evaluation = super().cli_evaluation(args)
-        if args.sampler != "config" and args.nfe is None and sampler_class(args.sampler).nfe_option is None:
-            evaluation["samplers"][0]["nfe"] = [int(self.config.get("data", {}).get("seq_len", 64))]
-            self.evaluation_settings(evaluation)
-        return evaluation
+    def natural_nfe(self, name: str) -> Optional[list[int]]:
+        """A sampler whose NFE no option sets (fhs: one evaluation per token) runs at the sequence length."""
+        if sampler_class(name).nfe_option is None:
+            return [int(self.config.get("data", {}).get("seq_len", 64))]
+        return None

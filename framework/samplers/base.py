@@ -146,6 +146,8 @@ class Sampler(SamplerBase):
     COMMON_OPTIONS = BASE_OPTIONS
     #: network evaluations one step costs (multistep methods: 1)
     evals_per_step: int = 1
+    #: whether the method draws noise along the way (then it does not solve the probability-flow ODE)
+    stochastic: bool = False
 
     # --- NFE accounting --------------------------------------------------------
     def min_nfe(self) -> int:

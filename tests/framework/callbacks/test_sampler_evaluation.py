@@ -57,10 +57,15 @@ def test_files_exist_and_hold_the_logged_numbers(run_dir):
         for name in ["table.csv", "table.md", "quality_vs_nfe.png", "grids/ddim.png", "grids/deis_ab_order2.png"]:
             assert (out / name).is_file() and (out / name).stat().st_size > 0, name
         result = table(run_dir, tag)
-        assert [(r["sampler"], r["nfe"]) for r in result["rows"]] == [("ddim", 3), ("deis_ab_order2", 4)]
-        for r in result["rows"]:
-            for m in IMAGE_METRICS:
+        assert [(r["sampler"], r["nfe"]) for r in result["rows"]] == [("ddim", 3), ("deis_ab_order2", 4), ("real_data", 0)]
+        for r in result["rows"][:2]:
+            for m in (*IMAGE_METRICS, "ref_err"):
                 assert np.float32(r[m]) == np.float32(logged[metric_key(r["sampler"], r["nfe"], m)])
+            assert 0 < r["ref_err"] < 1  # a 3-4 step sampler is near, not at, the 100-step reference solution
+        real = result["rows"][2]
+        assert real["ref_err"] is None and real["num_samples"] == 180  # the held-out (val) digits
+        assert np.float32(real["fid"]) == np.float32(logged[f"val/real_data/fid"])
+        assert real["fid"] < min(r["fid"] for r in result["rows"][:2])  # real digits are closer than a 4-step model's
         with open(out / "table.csv") as f:
             assert [float(r["fid"]) for r in csv.DictReader(f)] == pytest.approx([r["fid"] for r in result["rows"]], rel=1e-12)
         info = result["info"]

@@ -43,16 +43,20 @@ def test_logs_both_metrics_and_tables_hold_them(run_dir):
     for tag, row in zip(["step0000002", "step0000004"], rows):
         out = run_dir / "eval" / tag
         table = json.loads((out / "table.json").read_text())
-        assert [(r["sampler"], r["nfe"]) for r in table["rows"]] == [("fhs", 16), ("mdlm_tstep", 4), ("mdlm_tstep", 8)]
-        for r in table["rows"]:
+        assert [(r["sampler"], r["nfe"]) for r in table["rows"]] == [("fhs", 16), ("mdlm_tstep", 4), ("mdlm_tstep", 8),
+                                                                     ("real_data", 0)]
+        for r in table["rows"][:-1]:
             for metric in ("gen_ppl", "entropy"):
                 assert float(row[metric_key(r["sampler"], r["nfe"], metric)]) == pytest.approx(r[metric], rel=1e-6)
             assert r["gen_ppl"] > 1 and 0 < r["entropy"] <= torch.log(torch.tensor(16.0)).item()
-        assert table["rows"][-1]["sampler"] == "real_data" and (out / "table.md").is_file() and (out / "quality_vs_nfe.png").is_file()
+        real = table["rows"][-1]
+        assert float(row[f"val/real_data/gen_ppl"]) == pytest.approx(real["gen_ppl"], rel=1e-6)
+        assert (out / "table.md").is_file() and (out / "quality_vs_nfe.png").is_file()
         texts = (out / "grids" / "mdlm_tstep.md").read_text()
         assert texts.count("## nfe") == 2 and "4. " not in texts and "3. " in texts  # grid_size 4: items 0..3
     summary = json.loads((run_dir / "summary.json").read_text())
-    assert [(r["sampler"], r["nfe"]) for r in summary["evaluation"]] == [("fhs", 16), ("mdlm_tstep", 4), ("mdlm_tstep", 8)]
+    assert [(r["sampler"], r["nfe"]) for r in summary["evaluation"]] == [("fhs", 16), ("mdlm_tstep", 4), ("mdlm_tstep", 8),
+                                                                         ("real_data", 0)]
 
 
 class UnigramLM:
@@ -86,8 +90,8 @@ def test_metric_ignores_update_order_and_sharding():
 
 @pytest.mark.parametrize("change, message", [
     ({"samplers": [{"name": "fhs"}], "nfe": [4]}, "nfe=4"),
-    ({"samplers": [{"name": "mdlm_tstep", "steps": 8}]}, "leave out 'steps'"),
-    ({"samplers": [{"name": "ddim"}]}, "not a masked sampler"),
+    ({"samplers": [{"name": "mdlm_tstep", "steps": 8}]}, "steps=8"),
+    ({"samplers": [{"name": "ddim"}]}, "'ddim' is a continuous sampler, but a masked sampler is needed"),
     ({"metrics": {"kid_subsets": 2}}, "evaluation.metrics"),
     ({"features": {"epochs": 2}}, "evaluation.features"),
 ])

@@ -65,7 +65,7 @@ def test_sample_py_evaluate_scores_a_text_checkpoint(trained, tmp_path, capsys):
     assert sample.main(["--ckpt", ckpt, "--sampler", "config", "--evaluate", "--num-samples", "8", "--batch-size", "3",
                         "--seed", "0", "--out", str(tmp_path / "all")]) == 0
     final = scores(trained.tmp / "run" / "eval" / "final" / "table.json")
-    assert [r[:2] for r in final] == [("fhs", 16), ("mdlm_tstep", 4), ("mdlm_tstep", 8)]
+    assert [r[:2] for r in final] == [("fhs", 16), ("mdlm_tstep", 4), ("mdlm_tstep", 8), ("real_data", 0)]
     assert scores(tmp_path / "all" / "eval" / "cli" / "table.json") == final
     assert "| fhs | 16 | 8 |" in capsys.readouterr().out  # the table is printed
     assert not list((tmp_path / "all").glob("*.txt"))  # config mode only evaluates
@@ -73,7 +73,8 @@ def test_sample_py_evaluate_scores_a_text_checkpoint(trained, tmp_path, capsys):
     assert sample.main(["--ckpt", ckpt, "--sampler", "fhs_parallel", "--nfe", "4", "--evaluate", "--num-samples", "5",
                         "--batch-size", "2", "--seed", "1", "--out", str(tmp_path / "one")]) == 0
     assert (tmp_path / "one" / "fhs_parallel_nfe4.txt").is_file()
-    [row] = scores(tmp_path / "one" / "eval" / "cli" / "table.json")
+    row, real = scores(tmp_path / "one" / "eval" / "cli" / "table.json")
+    assert real[:3] == ("real_data", 0, 5)
     assert row[:3] == ("fhs_parallel", 4, 5) and row[3] > 1 and row[4] > 0
     assert "| fhs_parallel | 4 | 5 |" in capsys.readouterr().out
 
@@ -83,14 +84,14 @@ def test_sample_py_evaluate_without_nfe(trained, tmp_path, name, nfes):
     """fhs at its L evaluations; the others at the checkpoint's evaluation NFEs (text_tiny: 4 and 8)."""
     assert sample.main(["--ckpt", str(trained.ckpt), "--sampler", name, "--evaluate", "--num-samples", "4",
                         "--out", str(tmp_path)]) == 0
-    assert [r[:3] for r in scores(tmp_path / "eval" / "cli" / "table.json")] == [(name, k, 4) for k in nfes]
+    assert [r[:3] for r in scores(tmp_path / "eval" / "cli" / "table.json")] == [(name, k, 4) for k in nfes] + [("real_data", 0, 4)]
 
 
 @pytest.mark.parametrize("extra, message", [
     (["--sampler", "mdlm_tstep", "--option", "steps=8"], "steps"),
     (["--sampler", "mdlm_tstep", "--nfe", "8", "--option", "steps=4"], "steps=4"),
     (["--sampler", "ddim", "--nfe", "8"], "continuous"),
-    (["--sampler", "fhs", "--nfe", "4"], "--nfe=4 is not allowed"),
+    (["--sampler", "fhs", "--nfe", "4"], "nfe=4 is not allowed"),
     (["--sampler", "config", "--num-samples", "1"], "evaluation.num_samples must be an integer >= 2"),
     (["--sampler", "fhs", "--label", "3"], "--label and --guidance-scale are for class-conditional image checkpoints"),
 ])

@@ -46,7 +46,7 @@ class _GatherNoise(L.Callback):
 
 
 def test_training_noise_differs_between_ddp_ranks(tmp_path):
-    module, dm = build_experiment(OmegaConf.create(CONFIG))
+    module, dm = experiment_for(OmegaConf.create(CONFIG)).build()
     path = tmp_path / "noise.pt"
     trainer = L.Trainer(max_steps=1, accelerator="cpu", devices=2, strategy="ddp_spawn", logger=False,
                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
