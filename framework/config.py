@@ -65,6 +65,11 @@ def validate_config(config, where: str = "config") -> DictConfig:
     return _validated(_plain(config), where, [])
 
 
+def validate_section(kind: str, name: str, section: Mapping[str, Any]) -> dict:
+    """One top-level section of a `kind` experiment, validated and with every default filled, as a plain dict."""
+    return to_dict(validate_config({"kind": kind, name: dict(section)}, where=name))[name]
+
+
 def to_dict(cfg) -> dict:
     """A plain, resolved dict (for checkpoints and hyper-parameters)."""
     return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)

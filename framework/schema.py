@@ -274,7 +274,7 @@ class MaskedSamplingSection:
 # --- evaluation ---------------------------------------------------------------------------------
 @dataclass
 class ImageReference:
-    """The real images the metrics compare against, and those of the table's real-data row (ImageTask REFERENCE_KEYS)."""
+    """The real images the metrics compare against, and those of the table's real-data row."""
 
     split: str = _choice("train", ("train", "val"))
     num_samples: Optional[int] = None
@@ -283,7 +283,7 @@ class ImageReference:
 
 @dataclass
 class ImageRefErr:
-    """The reference-solution error: a many-step solution of the same model and noises (ImageTask REF_ERR_KEYS)."""
+    """The reference-solution error: a many-step solution of the same model and noises ."""
 
     enabled: bool = True
     sampler: Dict[str, Any] = field(default_factory=lambda: {"name": "dpmsolver++", "order": 3},
@@ -307,7 +307,7 @@ class ImageFeatures:
 
 @dataclass
 class ImageMetrics:
-    """ImageQuality's options (ImageTask METRIC_KEYS)."""
+    """ImageQuality's options."""
 
     kid_subsets: int = 20
     kid_subset_size: int = 500
@@ -316,14 +316,14 @@ class ImageMetrics:
 
 @dataclass
 class TextReference:
-    """TextTask REFERENCE_KEYS."""
+    """The held-out text of the real-data row."""
 
     split: str = "test"
 
 
 @dataclass
 class TextMetrics:
-    """TextQuality's options (TextTask METRIC_KEYS)."""
+    """TextQuality's options."""
 
     batch_size: int = 64
 
@@ -343,7 +343,7 @@ class EvaluatorLM:
 
 @dataclass
 class ImageEvaluationSection:
-    """The sampler evaluation of image models (framework's evaluation settings KEYS); empty samplers: none."""
+    """The sampler evaluation of image models; empty samplers: none."""
 
     samplers: List[Dict[str, Any]] = _list()
     nfe: List[int] = _list(5, 10, 20)
@@ -364,8 +364,8 @@ class ImageEvaluationSection:
 
 @dataclass
 class TextEvaluationSection:
-    """The sampler evaluation of masked models: the KEYS of the image one but features, guidance_scale and
-    ref_err (the text task reads none of them), plus the evaluator LM (TextTask EVALUATOR_KEYS)."""
+    """The sampler evaluation of masked models: the keys of the image one but features, guidance_scale and
+    ref_err (the text task reads none of them), plus the evaluator LM."""
 
     evaluator: str = _choice("project", ("project",), prefixes=("hf:",))
     cache_dir: str = "runs/cache/evaluator"

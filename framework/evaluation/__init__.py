@@ -6,7 +6,7 @@ experiments' after-training and sample.py paths all run it."""
 from .evaluator import Evaluator, gather_ordered, metric_key
 from .image_task import ImageTask
 from .settings import EvaluationSettings, SamplerEntry, evaluation_settings
-from .text_task import TextTask, text_evaluation_settings
+from .text_task import TextTask
 
 __all__ = ["Evaluator", "gather_ordered", "metric_key", "ImageTask", "EvaluationSettings", "SamplerEntry",
-           "evaluation_settings", "TextTask", "text_evaluation_settings"]
+           "evaluation_settings", "TextTask"]

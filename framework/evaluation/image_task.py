@@ -22,30 +22,13 @@ from ..tuning.reference import Reference, ReferenceSolver, reference_solution
 from .evaluator import fill_last_batch
 from .settings import EvaluationSettings
 
-# held_out_split: the real images of the table's real-data row (None: no such row)
-REFERENCE_KEYS = {"split": "train", "num_samples": None, "held_out_split": "val"}
-METRIC_KEYS = {"kid_subsets": 20, "kid_subset_size": 500, "pr_k": 3}
-# the reference-solution error: off, or the reference solver, its NFE and its cache
-REF_ERR_KEYS = {"enabled": True, "sampler": {"name": "dpmsolver++", "order": 3}, "nfe": 100,
-                "cache_dir": "runs/cache/reference"}
-
-
-def _checked(section: dict, defaults: dict, where: str) -> dict:
-    unknown = sorted(set(section) - set(defaults))
-    if unknown:
-        raise ValueError(f"unknown {where} key(s) {', '.join(unknown)}; allowed: {', '.join(defaults)}")
-    return {**defaults, **section}
-
-
 class ImageTask:
     """Image generation, FID/KID/precision/recall and the reference-solution error for `SamplerEvaluation`
     (ScoreDiffusion on image data)."""
 
     def __init__(self, settings: EvaluationSettings, distributed: bool = True):
         self.settings = settings
-        self.reference = _checked(settings.reference, REFERENCE_KEYS, "evaluation.reference")
-        self.metric_options = _checked(settings.metrics, METRIC_KEYS, "evaluation.metrics")
-        ref_err = _checked(settings.ref_err, REF_ERR_KEYS, "evaluation.ref_err")
+        self.reference, self.metric_options, ref_err = settings.reference, settings.metrics, settings.ref_err
         self.solver = ReferenceSolver(dict(ref_err["sampler"]), int(ref_err["nfe"]), ref_err["cache_dir"]) \
             if ref_err["enabled"] else None
         if self.solver is not None:

@@ -10,27 +10,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+from ..config import validate_section
 from ..samplers import build_from_config
 from ..samplers.labels import sampler_label
 
-KEYS = {
-    "samplers": [],          # empty: no evaluation
-    "nfe": [5, 10, 20],
-    "num_samples": 1000,
-    "batch_size": 500,
-    "seed": 0,
-    "every_n_val_epochs": 0,  # 0: never during training
-    "after_fit": True,
-    "grid_size": 16,
-    "save_samples": False,
-    "guidance_scale": 1.0,
-    "out_subdir": "eval",
-    "reference": {},
-    "features": {},
-    "metrics": {},
-    "ref_err": {},
-}
-
+#: the experiment kind whose evaluation section a sampler family's experiment has
+FAMILY_KINDS = {"continuous": "score", "masked": "masked"}
 
 @dataclass
 class SamplerEntry:
@@ -43,7 +28,7 @@ class SamplerEntry:
 
 @dataclass
 class EvaluationSettings:
-    """The validated `evaluation:` section (see KEYS for the defaults)."""
+    """The validated `evaluation:` section, every default filled in from framework.schema."""
 
     entries: list[SamplerEntry]
     num_samples: int
@@ -59,6 +44,8 @@ class EvaluationSettings:
     features: dict = field(default_factory=dict)
     metrics: dict = field(default_factory=dict)
     ref_err: dict = field(default_factory=dict)
+    #: the text evaluation's evaluator LM: {evaluator, cache_dir, lm}
+    evaluator: dict = field(default_factory=dict)
 
     @property
     def enabled(self) -> bool:
@@ -99,35 +86,27 @@ def sampler_entry(cfg: Any, default_nfe: list[int], family: Optional[str] = None
     return SamplerEntry(label, sampler, nfe)
 
 
-def evaluation_settings(section: Optional[dict], family: Optional[str] = None,
+def evaluation_settings(section: Optional[dict], family: str = "continuous",
                         length: Optional[int] = None) -> EvaluationSettings:
-    """Validate the `evaluation:` section; unknown keys, bad values and duplicate labels raise ValueError.
+    """Validate the `evaluation:` section of an experiment running `family` samplers.
 
-    `family`: the sampler family the experiment runs ('continuous' or 'masked'); `length`: see sampler_entry.
+    Keys, types and defaults come from the config schema (an image or a text evaluation section);
+    here the samplers are built, every (sampler, NFE) pair is checked (`length`: see sampler_entry),
+    labels must be distinct and counts positive. Problems raise ValueError.
     """
-    section = dict(section or {})
-    unknown = sorted(set(section) - set(KEYS))
-    if unknown:
-        raise ValueError(f"unknown evaluation key(s) {', '.join(unknown)}; allowed: {', '.join(KEYS)}")
-    s = {**KEYS, **section}
+    s = validate_section(FAMILY_KINDS[family], "evaluation", dict(section or {}))
     nfe = _nfe_list("evaluation.nfe", s["nfe"])
     entries = [sampler_entry(c, nfe, family, length) for c in (s["samplers"] or [])]
     labels = [e.label for e in entries]
     duplicates = sorted({x for x in labels if labels.count(x) > 1})
     if duplicates:
         raise ValueError(f"evaluation samplers share the label(s) {', '.join(duplicates)}; give each a distinct `label`")
-    for key in ("reference", "features", "metrics", "ref_err"):
-        if not isinstance(s[key], dict):
-            raise ValueError(f"evaluation.{key} must be a mapping, got {s[key]!r}")
-    for key in ("after_fit", "save_samples"):
-        if not isinstance(s[key], bool):
-            raise ValueError(f"evaluation.{key} must be true or false, got {s[key]!r}")
     return EvaluationSettings(
         entries=entries, num_samples=_positive_int("num_samples", s["num_samples"], 2),
         batch_size=_positive_int("batch_size", s["batch_size"]), seed=_positive_int("seed", s["seed"], 0),
         every_n_val_epochs=_positive_int("every_n_val_epochs", s["every_n_val_epochs"], 0), after_fit=s["after_fit"],
         grid_size=_positive_int("grid_size", s["grid_size"], 0), save_samples=s["save_samples"],
-        guidance_scale=float(s["guidance_scale"]), out_subdir=str(s["out_subdir"]),
-        reference=dict(s["reference"]), features=dict(s["features"]), metrics=dict(s["metrics"]),
-        ref_err=dict(s["ref_err"]),
+        guidance_scale=float(s.get("guidance_scale", 1.0)), out_subdir=str(s["out_subdir"]),
+        reference=s["reference"], features=s.get("features", {}), metrics=s["metrics"], ref_err=s.get("ref_err", {}),
+        evaluator={k: s[k] for k in ("evaluator", "cache_dir", "lm") if k in s},
     )

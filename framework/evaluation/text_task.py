@@ -21,26 +21,7 @@ from ..metrics.text_evaluator import build_evaluator
 from ..metrics.text_quality import TEXT_METRICS, TextQuality
 from ..samplers.generate import generate_tokens
 from .evaluator import fill_last_batch
-from .image_task import _checked
-from .settings import EvaluationSettings, evaluation_settings
-
-# text-only keys of the `evaluation:` section, read by build_evaluator (not by evaluation_settings)
-EVALUATOR_KEYS = {"evaluator": "project", "cache_dir": "runs/cache/evaluator", "lm": {}}
-REFERENCE_KEYS = {"split": "test"}
-METRIC_KEYS = {"batch_size": 64}
-
-
-def text_evaluation_settings(config: dict) -> EvaluationSettings:
-    """The validated `evaluation:` section of a masked config: its evaluator keys set aside, NFEs checked at data.seq_len."""
-    section = {k: v for k, v in dict(config.get("evaluation") or {}).items() if k not in EVALUATOR_KEYS}
-    seq_len = int(dict(config.get("data") or {}).get("seq_len", 64))
-    settings = evaluation_settings(section, family="masked", length=seq_len)
-    if settings.features:
-        raise ValueError(f"evaluation.features is for images; the text evaluation allows none, got {settings.features!r}")
-    _checked(settings.reference, REFERENCE_KEYS, "evaluation.reference")
-    _checked(settings.metrics, METRIC_KEYS, "evaluation.metrics")
-    return settings
-
+from .settings import EvaluationSettings
 
 class TextTask:
     """Text generation and generative perplexity + entropy for `SamplerEvaluation` (MaskedDiffusion on text data)."""
@@ -48,13 +29,10 @@ class TextTask:
     metric_names: Sequence[str] = TEXT_METRICS
     plot_metrics: Sequence[str] = TEXT_METRICS
 
-    def __init__(self, settings: EvaluationSettings, section: dict, distributed: bool = True):
-        """`section`: the `evaluation:` mapping, whose evaluator keys (EVALUATOR_KEYS) choose the evaluator LM."""
+    def __init__(self, settings: EvaluationSettings, distributed: bool = True):
         self.settings, self.distributed = settings, distributed
-        section = dict(section or {})
-        self.evaluator_config = {k: section.get(k, v) for k, v in EVALUATOR_KEYS.items()}
-        self.reference = _checked(settings.reference, REFERENCE_KEYS, "evaluation.reference")
-        self.metric_options = _checked(settings.metrics, METRIC_KEYS, "evaluation.metrics")
+        self.evaluator_config = settings.evaluator
+        self.reference, self.metric_options = settings.reference, settings.metrics
         self.metric: Optional[TextQuality] = None
         self.real: Optional[torch.Tensor] = None
         self.tokenizer = None

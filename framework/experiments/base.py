@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from ..callbacks import EpochSeededShuffle, SamplerEvaluation
-from ..config import to_dict
+from ..config import to_dict, validate_config
 from ..evaluation import EvaluationSettings, Evaluator
 from ..samplers import build_sampler
 
@@ -28,7 +28,8 @@ class Experiment:
     seeded_data_order: bool = True
 
     def __init__(self, config: Any):
-        self.config = to_dict(config)
+        """`config`: an experiment config (a mapping or DictConfig), validated here with every default filled in."""
+        self.config = to_dict(validate_config(config))
         self.seed = int(self.config.get("seed", 0))
 
     # --- training ---------------------------------------------------------------------
@@ -46,7 +47,7 @@ class Experiment:
         settings = self.evaluation_settings(section)
         callbacks: list = [EpochSeededShuffle(self.seed)] if self.seeded_data_order else []
         if settings.enabled and settings.every_n_val_epochs:
-            callbacks.append(SamplerEvaluation(settings, self.task(settings, section), out_dir))
+            callbacks.append(SamplerEvaluation(settings, self.task(settings), out_dir))
         return callbacks
 
     def after_fit(self, module, datamodule, out_dir: Path) -> dict:
@@ -61,15 +62,15 @@ class Experiment:
     def evaluation_settings(self, section: dict) -> EvaluationSettings:
         raise NotImplementedError
 
-    def task(self, settings: EvaluationSettings, section: dict, distributed: bool = True):
-        """The evaluation task (generation + metric + grids) of this kind; `section`: the raw `evaluation:` mapping."""
+    def task(self, settings: EvaluationSettings, distributed: bool = True):
+        """The evaluation task (generation + metric + grids) of this kind."""
         raise NotImplementedError
 
     def evaluate(self, module, datamodule, out_dir: Path, tag: str = "final", section: Optional[dict] = None) -> list[dict]:
         """Run the sampler evaluation once in this process; rank 0 writes <out>/<out_subdir>/<tag>/. Returns the rows."""
         section = (self.config.get("evaluation") or {}) if section is None else section
         settings = self.evaluation_settings(section)
-        task = self.task(settings, section, distributed=False)
+        task = self.task(settings, distributed=False)
         task.prepare(datamodule)
         module.eval()
         return Evaluator(settings, task, out_dir).run(module, tag, prefix=tag)

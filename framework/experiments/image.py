@@ -57,7 +57,7 @@ class ImageExperiment(Experiment):
     def evaluation_settings(self, section: dict) -> EvaluationSettings:
         return evaluation_settings(section, family=self.family)
 
-    def task(self, settings: EvaluationSettings, section: dict, distributed: bool = True) -> ImageTask:
+    def task(self, settings: EvaluationSettings, distributed: bool = True) -> ImageTask:
         return ImageTask(settings, distributed=distributed)
 
     def after_fit(self, module: ScoreDiffusion, datamodule, out_dir: Path) -> dict:

@@ -10,7 +10,7 @@ import torch
 from datamodules.text import decode
 
 from ..config import call_with_section
-from ..evaluation import EvaluationSettings, TextTask, text_evaluation_settings
+from ..evaluation import EvaluationSettings, TextTask, evaluation_settings
 from ..io import atomic_write_text, write_json, write_table
 from ..metrics.text import evaluate_rows
 from ..metrics.text_evaluator import build_evaluator
@@ -47,10 +47,10 @@ class TextExperiment(Experiment):
         return build_datamodule(self.config, None if module is None else module.hparams.tokenizer_json)
 
     def evaluation_settings(self, section: dict) -> EvaluationSettings:
-        return text_evaluation_settings({**self.config, "evaluation": section})
+        return evaluation_settings(section, family=self.family, length=int(self.config["data"]["seq_len"]))
 
-    def task(self, settings: EvaluationSettings, section: dict, distributed: bool = True) -> TextTask:
-        return TextTask(settings, section, distributed=distributed)
+    def task(self, settings: EvaluationSettings, distributed: bool = True) -> TextTask:
+        return TextTask(settings, distributed=distributed)
 
     def after_fit(self, module: MaskedDiffusion, datamodule, out_dir: Path) -> dict:
         """Sample with every sampler of `sampling:`; write the texts and a table with gen. perplexity and entropy.

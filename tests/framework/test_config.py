@@ -278,32 +278,15 @@ def test_the_selectors_name_what_the_code_builds():
     assert [f.name for f in fields(S.MaskedExperimentConfig)] == list(S.TOP_LEVEL)
 
 
-def test_the_evaluation_sections_have_the_keys_and_defaults_of_the_code_that_reads_them():
+def test_the_sections_have_the_keys_and_defaults_of_the_code_that_reads_them():
     from datamodules.images import SPLITS as IMAGE_SPLITS
     from datamodules.text import SOURCES, SPLITS
     from framework.diffusion.denoiser import PREDICTIONS
     from framework.diffusion.masked_loss import LOSS_FORMS
-    from framework.evaluation import image_task, text_task
-    from framework.evaluation.settings import KEYS
     from framework.metrics.features import DEFAULTS as FEATURES, FEATURE_KINDS
     from framework.metrics.text_evaluator import EVALUATOR_DEFAULTS
 
-    sections = ("reference", "features", "metrics", "ref_err")
-    image = schema_defaults(S.ImageEvaluationSection, sections)
-    assert list(schema_defaults(S.ImageEvaluationSection)) == list(KEYS)
-    assert image == {k: v for k, v in KEYS.items() if k not in sections}
-    assert schema_defaults(S.ImageReference) == image_task.REFERENCE_KEYS
-    assert schema_defaults(S.ImageMetrics) == image_task.METRIC_KEYS
-    assert schema_defaults(S.ImageRefErr) == image_task.REF_ERR_KEYS
     assert schema_defaults(S.ImageFeatures) == FEATURES
-    text_only = set(text_task.EVALUATOR_KEYS)
-    not_for_text = {"features", "guidance_scale", "ref_err"}  # text_task reads none of them
-    assert set(schema_defaults(S.TextEvaluationSection)) == (set(KEYS) - not_for_text) | text_only
-    assert schema_defaults(S.TextEvaluationSection, ("lm", "reference", "metrics")) == \
-        {**{k: v for k, v in KEYS.items() if k not in not_for_text | {"reference", "metrics"}},
-         **{k: v for k, v in text_task.EVALUATOR_KEYS.items() if k != "lm"}}
-    assert schema_defaults(S.TextReference) == text_task.REFERENCE_KEYS
-    assert schema_defaults(S.TextMetrics) == text_task.METRIC_KEYS
     assert schema_defaults(S.EvaluatorLM) == EVALUATOR_DEFAULTS
 
     def choices(cls, name):

@@ -103,14 +103,14 @@ def _pad(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("section, message", [
-    ({"samplers": [{"name": "ddim"}], "nfes": [3]}, "unknown evaluation key(s) nfes; allowed: samplers"),
-    ({"samplers": [{"name": "nope"}]}, "unknown sampler 'nope'"),
+    ({"samplers": [{"name": "ddim"}], "nfes": [3]}, "unknown config key 'evaluation.nfes' in evaluation; allowed at 'evaluation': samplers, nfe"),
+    ({"samplers": [{"name": "nope"}]}, "unknown continuous sampler 'nope'"),
     ({"samplers": [{"name": "ddim", "etaa": 1}]}, "unknown option(s) etaa"),
     ({"samplers": [{"name": "ddim"}, {"name": "ddim"}]}, "share the label(s) ddim"),
     ({"samplers": [{"name": "ddim", "label": "a/b"}]}, "label 'a/b' may only use"),
     ({"samplers": [{"name": "ddim"}], "num_samples": 1}, "evaluation.num_samples must be an integer >= 2"),
     ({"samplers": [{"name": "ddim"}], "nfe": [0]}, "evaluation.nfe must be an integer >= 1"),
-    ({"samplers": [{"name": "ddim"}], "after_fit": "yes"}, "evaluation.after_fit must be true or false"),
+    ({"samplers": [{"name": "ddim"}], "after_fit": "maybe"}, "config key 'evaluation.after_fit' in evaluation must be bool"),
 ])
 def test_bad_settings_name_the_setting(section, message):
     with pytest.raises(ValueError) as err:

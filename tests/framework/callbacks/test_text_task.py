@@ -10,7 +10,8 @@ import pytest
 import torch
 
 import train
-from framework.evaluation import metric_key, text_evaluation_settings
+from framework.evaluation import metric_key
+from framework.experiments import experiment_for
 from framework.config import load_config, to_dict
 from framework.metrics.text import text_metrics
 from framework.metrics.text_quality import TextQuality
@@ -99,4 +100,4 @@ def test_bad_text_settings_name_the_setting(change, message):
     config = to_dict(load_config(ROOT / "configs" / "text_tiny.yaml", []))
     config["evaluation"].update(change)
     with pytest.raises(ValueError, match=message):
-        text_evaluation_settings(config)
+        experiment_for(config).callbacks(ROOT / "unused")
