@@ -95,4 +95,5 @@ def test_logged_metrics_and_table_identical_across_processes_and_batch_sizes(run
 
     assert scores(other) == scores("1proc_b64")
     assert [(r["sampler"], r["nfe"], r["num_samples"]) for r in scores(other)] == [
-        ("fhs", 16, 37), ("mdlm_tstep", 4, 37), ("mdlm_tstep", 8, 37), ("fhs_par", 4, 37), ("fhs_par", 8, 37)]
+        ("fhs", 16, 37), ("mdlm_tstep", 4, 37), ("mdlm_tstep", 8, 37), ("fhs_par", 4, 37), ("fhs_par", 8, 37),
+        ("real_data", 0, 14)]  # the held-out text: all 14 test blocks of the small corpus

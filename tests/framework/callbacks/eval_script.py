@@ -24,7 +24,8 @@ SAMPLERS = [{"name": "ddim"}, {"name": "ddpm"}, {"name": "dpmsolver++", "label":
 def evaluation_section(batch_size: int, cache: str) -> dict:
     return {"samplers": SAMPLERS, "nfe": [3, 5], "num_samples": 48, "batch_size": batch_size, "seed": 7,
             "every_n_val_epochs": 1, "save_samples": True, "grid_size": 8,
-            "features": {"cache_dir": cache, "epochs": 2}, "metrics": {"kid_subsets": 5, "kid_subset_size": 20}}
+            "features": {"cache_dir": cache, "epochs": 2}, "metrics": {"kid_subsets": 5, "kid_subset_size": 20},
+            "ref_err": {"cache_dir": cache}}
 
 
 def run(out: str, devices: int, batch_size: int, cache: str) -> dict:

@@ -29,7 +29,7 @@ def run_dir(tmp_path_factory) -> Path:
     cfg.evaluation = OmegaConf.create({
         "samplers": SAMPLERS, "nfe": [3], "num_samples": 32, "batch_size": 16, "seed": 1, "every_n_val_epochs": 2,
         "after_fit": True, "grid_size": 4, "features": {"cache_dir": str(out / "features"), "epochs": 2},
-        "metrics": {"kid_subsets": 4, "kid_subset_size": 16},
+        "metrics": {"kid_subsets": 4, "kid_subset_size": 16}, "ref_err": {"cache_dir": str(out / "reference")},
     })
     assert train.run(cfg) == 0
     return out
