@@ -36,7 +36,7 @@ from framework.samplers import GRID_KINDS, available_samplers, build_sampler
 from framework.samplers.registry import sampler_class
 
 from . import diffusers_adapter as dif
-from .reporting import pivot, plot_errors, print_section, write_results
+from .reporting import pivot, print_section, write_results
 
 DEFAULT_NFES = (5, 6, 8, 10, 15, 20)
 ORDER_NFES = (40, 80, 160, 320)

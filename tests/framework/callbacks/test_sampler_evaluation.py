@@ -64,7 +64,7 @@ def test_files_exist_and_hold_the_logged_numbers(run_dir):
             assert 0 < r["ref_err"] < 1  # a 3-4 step sampler is near, not at, the 100-step reference solution
         real = result["rows"][2]
         assert real["ref_err"] is None and real["num_samples"] == 180  # the held-out (val) digits
-        assert np.float32(real["fid"]) == np.float32(logged[f"val/real_data/fid"])
+        assert np.float32(real["fid"]) == np.float32(logged["val/real_data/fid"])
         assert real["fid"] < min(r["fid"] for r in result["rows"][:2])  # real digits are closer than a 4-step model's
         with open(out / "table.csv") as f:
             assert [float(r["fid"]) for r in csv.DictReader(f)] == pytest.approx([r["fid"] for r in result["rows"]], rel=1e-12)

@@ -51,7 +51,7 @@ def test_logs_both_metrics_and_tables_hold_them(run_dir):
                 assert float(row[metric_key(r["sampler"], r["nfe"], metric)]) == pytest.approx(r[metric], rel=1e-6)
             assert r["gen_ppl"] > 1 and 0 < r["entropy"] <= torch.log(torch.tensor(16.0)).item()
         real = table["rows"][-1]
-        assert float(row[f"val/real_data/gen_ppl"]) == pytest.approx(real["gen_ppl"], rel=1e-6)
+        assert float(row["val/real_data/gen_ppl"]) == pytest.approx(real["gen_ppl"], rel=1e-6)
         assert (out / "table.md").is_file() and (out / "quality_vs_nfe.png").is_file()
         texts = (out / "grids" / "mdlm_tstep.md").read_text()
         assert texts.count("## nfe") == 2 and "4. " not in texts and "3. " in texts  # grid_size 4: items 0..3

@@ -2,7 +2,6 @@ import lightning as L
 import torch
 
 from framework.experiments import experiment_for
-from framework.config import apply_overrides
 from omegaconf import OmegaConf
 
 CONFIG = {
