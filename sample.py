@@ -48,9 +48,10 @@ def main(argv=None) -> int:
     if argv is None:
         argv = sys.argv[1:]
     if "--list" in argv:
-        from framework.samplers import available_samplers
+        from framework.samplers import FAMILIES, available_samplers
 
-        print("\n".join(available_samplers()))
+        for family in FAMILIES:
+            print(f"{family}: {', '.join(available_samplers(family))}")
         return 0
     args = build_parser().parse_args(argv)
     try:
