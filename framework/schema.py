@@ -283,12 +283,15 @@ class ImageReference:
 
 @dataclass
 class ImageRefErr:
-    """The reference-solution error: a many-step solution of the same model and noises ."""
+    """The reference-solution error: a many-step solution of the same model from the same noises, for the
+    first `num_samples` samples (DPM-Solver++ 3M at 200 NFE on the quadratic grid: ~3e-4 relative error
+    on the digits model, 30x below the best sampler at NFE 20)."""
 
     enabled: bool = True
-    sampler: Dict[str, Any] = field(default_factory=lambda: {"name": "dpmsolver++", "order": 3},
+    sampler: Dict[str, Any] = field(default_factory=lambda: {"name": "dpmsolver++", "order": 3, "grid": "time_quadratic"},
                                     metadata={"whole": True})  # a sampler config: replaces the default, not merged into it
-    nfe: int = 100
+    nfe: int = 200
+    num_samples: int = 200
     cache_dir: str = "runs/cache/reference"
 
 

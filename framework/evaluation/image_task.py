@@ -31,6 +31,7 @@ class ImageTask:
         self.reference, self.metric_options, ref_err = settings.reference, settings.metrics, settings.ref_err
         self.solver = ReferenceSolver(dict(ref_err["sampler"]), int(ref_err["nfe"]), ref_err["cache_dir"]) \
             if ref_err["enabled"] else None
+        self.ref_count = min(int(ref_err["num_samples"]), settings.num_samples)
         if self.solver is not None:
             self.solver.build()  # a bad reference solver fails here, before any evaluation
         self.distributed = distributed
@@ -58,7 +59,7 @@ class ImageTask:
         self.info = {**features.describe(), "reference_split": self.reference["split"], **self.metric.describe(),
                      "real_data_split": held_out}
         if self.solver is not None:
-            self.info.update(ref_err_solver=self.solver.sampler, ref_err_nfe=self.solver.nfe)
+            self.info.update(ref_err_solver=self.solver.sampler, ref_err_nfe=self.solver.nfe, ref_err_num_samples=self.ref_count)
         return self.info
 
     def _labels(self, module, indices: Sequence[int]) -> Optional[torch.Tensor]:
@@ -69,14 +70,16 @@ class ImageTask:
         return torch.tensor([i % num_classes for i in indices], dtype=torch.long)
 
     def start(self, module, indices: Sequence[int]) -> None:
-        """Before the samplers run (EMA weights in place): the reference solution of this rank's samples."""
+        """Before the samplers run (EMA weights in place): the reference solution of this rank's samples
+        among the first ref_err.num_samples (a prefix of the rank's ascending shard)."""
         self.solution = None
         if self.solver is None:
             return
-        padded = fill_last_batch(list(indices), self.settings.num_samples, self.settings.batch_size)
+        batch = min(self.settings.batch_size, self.ref_count)  # the same batch shape on every rank
+        padded = fill_last_batch([i for i in indices if i < self.ref_count], self.ref_count, batch)
         self.solution = reference_solution(
             module.net, module.schedule, padded, self.settings.seed, module.data_shape, self.solver, module.prediction,
-            self.settings.batch_size, module.device, labels=self._labels(module, padded),
+            batch, module.device, labels=self._labels(module, padded),
             guidance_scale=self.settings.guidance_scale, uncond_label=getattr(module.net, "null_label", None))
 
     def score(self, samples: torch.Tensor, indices: Sequence[int], sampler) -> dict:
@@ -90,8 +93,8 @@ class ImageTask:
         if self.solver is not None:
             values["ref_err"] = None
             if sampler is not None and not sampler.stochastic:
-                target = self.solution.target_for(sampler)[: len(samples)]
-                self.ref_metric.update(samples, target, indices)
+                k = sum(1 for i in indices if i < self.ref_count)  # the samples with a reference: a prefix
+                self.ref_metric.update(samples[:k], self.solution.target_for(sampler)[:k], list(indices)[:k])
                 values["ref_err"] = float(self.ref_metric.compute())
                 self.ref_metric.reset()
         return values

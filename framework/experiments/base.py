@@ -30,7 +30,7 @@ class Experiment:
     def __init__(self, config: Any):
         """`config`: an experiment config (a mapping or DictConfig), validated here with every default filled in."""
         self.config = to_dict(validate_config(config))
-        self.seed = int(self.config.get("seed", 0))
+        self.seed = int(self.config["seed"])
 
     # --- training ---------------------------------------------------------------------
     def build(self) -> tuple[Any, Any]:
@@ -43,7 +43,7 @@ class Experiment:
         The `evaluation:` section is validated here (every sampler built, every NFE checked), so a bad
         entry fails before training starts.
         """
-        section = self.config.get("evaluation") or {}
+        section = self.config["evaluation"]
         settings = self.evaluation_settings(section)
         callbacks: list = [EpochSeededShuffle(self.seed)] if self.seeded_data_order else []
         if settings.enabled and settings.every_n_val_epochs:
@@ -68,7 +68,7 @@ class Experiment:
 
     def evaluate(self, module, datamodule, out_dir: Path, tag: str = "final", section: Optional[dict] = None) -> list[dict]:
         """Run the sampler evaluation once in this process; rank 0 writes <out>/<out_subdir>/<tag>/. Returns the rows."""
-        section = (self.config.get("evaluation") or {}) if section is None else section
+        section = self.config["evaluation"] if section is None else section
         settings = self.evaluation_settings(section)
         task = self.task(settings, distributed=False)
         task.prepare(datamodule)
@@ -76,7 +76,7 @@ class Experiment:
         return Evaluator(settings, task, out_dir).run(module, tag, prefix=tag)
 
     def should_evaluate_after_fit(self) -> bool:
-        settings = self.evaluation_settings(self.config.get("evaluation") or {})
+        settings = self.evaluation_settings(self.config["evaluation"])
         return settings.enabled and settings.after_fit
 
     # --- sample.py --------------------------------------------------------------------
@@ -91,7 +91,7 @@ class Experiment:
     def cli_evaluation(self, args) -> dict:
         """The `evaluation:` section that sample.py --evaluate runs: the checkpoint's own, with --num-samples,
         --batch-size and --seed; unless --sampler config, its samplers replaced by --sampler at --nfe."""
-        evaluation = {k: v for k, v in dict(self.config.get("evaluation") or {}).items()
+        evaluation = {k: v for k, v in self.config["evaluation"].items()
                       if k not in ("every_n_val_epochs", "after_fit")}
         evaluation.update(num_samples=args.num_samples, batch_size=args.batch_size, seed=args.seed)
         if args.sampler != "config":

@@ -52,7 +52,7 @@ class ImageExperiment(Experiment):
         return ScoreDiffusion(self.config, datamodule.data_shape, datamodule.num_classes), datamodule
 
     def datamodule(self, module=None):
-        return build_datamodule(self.config.get("data", {}), self.seed)
+        return build_datamodule(self.config["data"], self.seed)
 
     def evaluation_settings(self, section: dict) -> EvaluationSettings:
         return evaluation_settings(section, family=self.family)
@@ -70,17 +70,17 @@ class ImageExperiment(Experiment):
 
     def _sampling_summary(self, module: ScoreDiffusion, out_dir: Path) -> dict:
         """Grids and seconds per sample for the `sampling:` section (a quick look, no metrics)."""
-        sampling = self.config.get("sampling", {})
-        n = int(sampling.get("num_samples", 64))
+        sampling = self.config["sampling"]
+        n = int(sampling["num_samples"])
         rows = []
         with module.ema_weights():
-            for s_cfg in sampling.get("samplers", [{"name": "ddim"}]):
+            for s_cfg in sampling["samplers"]:
                 label = sampler_label(s_cfg)
                 sampler = build_from_config({k: v for k, v in dict(s_cfg).items() if k != "label"}, family=self.family)
-                for nfe in sampling.get("nfe", [10]):
+                for nfe in sampling["nfe"]:
                     samples, stats = generate_samples(
-                        module.net, module.schedule, sampler, int(nfe), range(n), int(sampling.get("seed", 0)),
-                        module.data_shape, batch_size=int(sampling.get("batch_size", 256)), device=module.device,
+                        module.net, module.schedule, sampler, int(nfe), range(n), int(sampling["seed"]),
+                        module.data_shape, batch_size=int(sampling["batch_size"]), device=module.device,
                         prediction=module.prediction)
                     grid = out_dir / "samples" / f"{label}_nfe{nfe}.png"
                     save_image_grid(samples, grid)

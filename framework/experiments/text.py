@@ -9,7 +9,6 @@ import torch
 
 from datamodules.text import decode
 
-from ..config import call_with_section
 from ..evaluation import EvaluationSettings, TextTask, evaluation_settings
 from ..io import atomic_write_text, write_json, write_table
 from ..metrics.text import evaluate_rows
@@ -25,8 +24,7 @@ def build_datamodule(config: dict, tokenizer_json=None):
     """The text data module of a config; `tokenizer_json`: a trained tokenizer (from a checkpoint) to reuse."""
     from datamodules.text import TextDataModule
 
-    data = {k: v for k, v in dict(config.get("data", {})).items() if k != "name"}
-    return call_with_section(TextDataModule, "data", data, tokenizer_json=tokenizer_json, seed=int(config.get("seed", 0)))
+    return TextDataModule(**config["data"], tokenizer_json=tokenizer_json, seed=int(config["seed"]))
 
 
 class TextExperiment(Experiment):
@@ -58,17 +56,17 @@ class TextExperiment(Experiment):
         With `evaluation.samplers` listed (and `evaluation.after_fit`) the sampler evaluation runs too:
         eval/final/ gets the per-(sampler, NFE) table, the plot and the sample texts.
         """
-        sampling = dict(self.config.get("sampling", {}))
-        n, seed = int(sampling.get("num_samples", 16)), int(sampling.get("seed", 0))
+        sampling = self.config["sampling"]
+        n, seed = int(sampling["num_samples"]), int(sampling["seed"])
         samples = {}
         module.eval()
         with module.ema_weights():
-            for s_cfg in sampling.get("samplers", [{"name": "fhs"}]):
+            for s_cfg in sampling["samplers"]:
                 sampler = build_from_config({k: v for k, v in dict(s_cfg).items() if k != "label"}, family=self.family)
                 samples[sampler_label(s_cfg)] = generate_tokens(
                     module.net, sampler, None, range(n), seed, module.seq_len, module.mask_id, module.schedule,
-                    int(sampling.get("batch_size", 16)), module.device)
-        lm = build_evaluator(dict(self.config.get("evaluation") or {}), module.hparams.tokenizer_json, datamodule)
+                    int(sampling["batch_size"]), module.device)
+        lm = build_evaluator(self.config["evaluation"], module.hparams.tokenizer_json, datamodule)
         rows = evaluate_rows(lm, samples, datamodule.blocks["test"][:n])
         text = "".join(f"## {label}\n\n" + "\n\n".join(decode(module.tokenizer, tokens)) + "\n\n"
                        for label, (tokens, _) in samples.items())
@@ -110,5 +108,5 @@ class TextExperiment(Experiment):
     def natural_nfe(self, name: str) -> Optional[list[int]]:
         """A sampler whose NFE no option sets (fhs: one evaluation per token) runs at the sequence length."""
         if sampler_class(name).nfe_option is None:
-            return [int(self.config.get("data", {}).get("seq_len", 64))]
+            return [int(self.config["data"]["seq_len"])]
         return None

@@ -14,8 +14,8 @@ import math
 import lightning as L
 import torch
 
-from ..config import call_with_section, to_dict
-from ..diffusion.masked_loss import LOSS_FORMS, elbo_estimate
+from ..config import to_dict, validate_config
+from ..diffusion.masked_loss import elbo_estimate
 from ..diffusion.masking import build_masking_schedule
 from .ema import EMA, EMATraining
 from .optim import build_optimizer
@@ -26,7 +26,7 @@ class MaskedDiffusion(EMATraining, L.LightningModule):
 
     def __init__(self, config: dict, tokenizer_json: str):
         super().__init__()
-        config = {**to_dict(config), "kind": "masked"}
+        config = to_dict(validate_config({**to_dict(config), "kind": "masked"}))  # every default filled in
         self.save_hyperparameters({"config": config, "tokenizer_json": tokenizer_json})
         from models.transformer import MaskedTransformer
         from tokenizers import Tokenizer
@@ -34,17 +34,14 @@ class MaskedDiffusion(EMATraining, L.LightningModule):
         self.tokenizer = Tokenizer.from_str(tokenizer_json)
         self.vocab_size = self.tokenizer.get_vocab_size()
         self.mask_id = self.vocab_size
-        self.seq_len = int(config.get("data", {}).get("seq_len", 64))
-        diff = dict(config.get("diffusion", {}))
-        self.schedule = build_masking_schedule(**dict(diff.get("schedule", {"kind": "linear"})))
-        self.loss_form = diff.get("loss", "count")
-        if self.loss_form not in LOSS_FORMS:
-            raise ValueError(f"diffusion.loss={self.loss_form!r} is not allowed; allowed: {', '.join(LOSS_FORMS)}")
-        self.stratified = bool(diff.get("stratified", True))
-        model_cfg = {k: v for k, v in dict(config.get("model", {})).items() if k != "name"}
-        self.net = call_with_section(MaskedTransformer, "model", model_cfg, vocab_size=self.vocab_size, max_len=self.seq_len)
-        self.ema = EMA(self.net, decay=float(diff.get("ema_decay", 0.999)))
-        self.seed = int(config.get("seed", 0))
+        self.seq_len = int(config["data"]["seq_len"])
+        diff = config["diffusion"]
+        self.schedule = build_masking_schedule(**diff["schedule"])
+        self.loss_form, self.stratified = diff["loss"], bool(diff["stratified"])
+        model_cfg = {k: v for k, v in config["model"].items() if k != "name"}
+        self.net = MaskedTransformer(vocab_size=self.vocab_size, max_len=self.seq_len, **model_cfg)
+        self.ema = EMA(self.net, decay=float(diff["ema_decay"]))
+        self.seed = int(config["seed"])
 
     def _nll_per_token(self, tokens: torch.Tensor, g: torch.Generator) -> torch.Tensor:
         est = elbo_estimate(self.net, tokens, self.mask_id, self.loss_form, self.schedule, g, self.stratified)
@@ -63,4 +60,4 @@ class MaskedDiffusion(EMATraining, L.LightningModule):
         self.log("val/bpt", (nll / math.log(2)).float(), sync_dist=True, batch_size=n)
 
     def configure_optimizers(self):
-        return build_optimizer(self.net.parameters(), **dict(self.hparams.config.get("optimizer", {})))
+        return build_optimizer(self.net.parameters(), **self.hparams.config["optimizer"])

@@ -12,7 +12,7 @@ from typing import Optional
 import lightning as L
 import torch
 
-from ..config import call_with_section, to_dict
+from ..config import call_with_section, to_dict, validate_config
 from ..diffusion.denoiser import Denoiser
 from ..diffusion.losses import diffusion_loss, sample_time
 from ..diffusion.schedules import schedule_from_config
@@ -46,17 +46,17 @@ class ScoreDiffusion(EMATraining, L.LightningModule):
 
     def __init__(self, config: dict, data_shape: tuple, num_classes: Optional[int] = None):
         super().__init__()
-        config = to_dict(config)
+        config = to_dict(validate_config(config))  # every default filled in from the schema
         self.save_hyperparameters({"config": config, "data_shape": list(data_shape), "num_classes": num_classes})
-        diff = dict(config.get("diffusion", {}))
-        self.schedule = schedule_from_config(diff.get("schedule", {"kind": "discrete_linear"}))
-        self.prediction = diff.get("prediction", "eps")
-        self.label_dropout = float(diff.get("label_dropout", 0.1))
+        diff = config["diffusion"]
+        self.schedule = schedule_from_config(diff["schedule"])
+        self.prediction = diff["prediction"]
+        self.label_dropout = float(diff["label_dropout"])
         self.data_shape = tuple(data_shape)
-        self.net = build_network(config.get("model", {}), self.data_shape, num_classes)
+        self.net = build_network(config["model"], self.data_shape, num_classes)
         self.conditional = getattr(self.net, "num_classes", None) is not None
-        self.ema = EMA(self.net, decay=float(diff.get("ema_decay", 0.999)))
-        self.seed = int(config.get("seed", 0))
+        self.ema = EMA(self.net, decay=float(diff["ema_decay"]))
+        self.seed = int(config["seed"])
 
     # --- training --------------------------------------------------------------
     def _labels(self, y: torch.Tensor, g: torch.Generator) -> Optional[torch.Tensor]:
@@ -82,7 +82,7 @@ class ScoreDiffusion(EMATraining, L.LightningModule):
         self.log("val/loss", loss, prog_bar=True, sync_dist=True, batch_size=batch[0].shape[0])
 
     def configure_optimizers(self):
-        return build_optimizer(self.net.parameters(), **dict(self.hparams.config.get("optimizer", {})))
+        return build_optimizer(self.net.parameters(), **self.hparams.config["optimizer"])
 
     # --- sampling access -----------------------------------------------------------
     def denoiser(self, labels=None, guidance_scale: float = 1.0) -> Denoiser:
