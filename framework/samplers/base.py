@@ -22,6 +22,7 @@ import torch
 from ..diffusion.denoiser import Denoiser, as_denoiser
 from ..diffusion.schedules import VPSchedule
 from .grids import GRID_KINDS, make_grid, validate_grid
+from .noise import check_generators
 
 #: the sampler families: what data a sampler generates, and so which `sample` signature it serves
 FAMILIES = ("continuous", "masked")
@@ -196,6 +197,7 @@ class Sampler(SamplerBase):
         `timesteps`: an explicit decreasing grid (then `nfe` may be None; if given it must match).
         `callback`: called after every step with a dict(i, t, t_next, x, x0).
         """
+        check_continuous_inputs(x_T, schedule, generator)
         denoiser = as_denoiser(model, schedule)
         if timesteps is None:
             grid = self.timesteps(nfe, schedule, device=x_T.device)
@@ -216,6 +218,19 @@ class Sampler(SamplerBase):
 
     def solve(self, denoiser: Denoiser, x: torch.Tensor, grid: torch.Tensor, generator=None, callback=None, steps=None):
         raise NotImplementedError
+
+
+def check_continuous_inputs(x_T: Any, schedule: Any, generator) -> None:
+    """Refuse what a continuous sampler cannot integrate, naming the setting: x_T must be a floating-point
+    tensor [batch, ...], the schedule a VPSchedule (a masking schedule belongs to the masked family), and a
+    generator list must hold one generator per sample."""
+    if not isinstance(x_T, torch.Tensor) or not x_T.is_floating_point() or x_T.dim() < 2:
+        got = f"{x_T.dtype} {tuple(x_T.shape)}" if isinstance(x_T, torch.Tensor) else type(x_T).__name__
+        raise ValueError(f"x_T must be a floating-point tensor [batch, ...] for a continuous sampler, got {got}")
+    if not isinstance(schedule, VPSchedule):
+        raise ValueError(f"schedule must be a VPSchedule (framework.diffusion.build_schedule) for a continuous sampler, "
+                         f"got {type(schedule).__name__}")
+    check_generators(generator, x_T.shape[0])
 
 
 def report_step(callback: Optional[Callable[[dict], None]], i: int, t, t_next, x: torch.Tensor, x0: torch.Tensor) -> None:
