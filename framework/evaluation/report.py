@@ -38,7 +38,7 @@ def plot_quality_vs_nfe(rows: Sequence[dict], metrics: Sequence[str], path: Path
 
     matplotlib.use("Agg", force=True)
     from matplotlib.figure import Figure
-    from matplotlib.ticker import NullLocator, ScalarFormatter
+    from matplotlib.ticker import NullFormatter, NullLocator, ScalarFormatter
 
     fig = Figure(figsize=(4.5 * len(metrics), 3.6), layout="constrained")
     axes = fig.subplots(1, len(metrics), squeeze=False)[0]
@@ -59,7 +59,8 @@ def plot_quality_vs_nfe(rows: Sequence[dict], metrics: Sequence[str], path: Path
         if metric in ("fid", "ref_err") and all(r[metric] > 0 for r in rows if r[metric] is not None):
             ax.set_yscale("log")
             ax.yaxis.set_major_formatter(ScalarFormatter())
-            ax.yaxis.set_minor_formatter(ScalarFormatter())
+            # FID spans one decade: label the minor ticks too; ref_err spans several: major ticks only
+            ax.yaxis.set_minor_formatter(ScalarFormatter() if metric == "fid" else NullFormatter())
         ax.set_xlabel("NFE")
         ax.set_ylabel(metric)
         ax.grid(alpha=0.3)
