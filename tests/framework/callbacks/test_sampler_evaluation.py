@@ -106,6 +106,7 @@ def _pad(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     ({"samplers": [{"name": "ddim"}], "nfes": [3]}, "unknown config key 'evaluation.nfes' in evaluation; allowed at 'evaluation': samplers, nfe"),
     ({"samplers": [{"name": "nope"}]}, "unknown continuous sampler 'nope'"),
     ({"samplers": [{"name": "ddim", "etaa": 1}]}, "unknown option(s) etaa"),
+    ({"samplers": [{"name": "fhs"}]}, "'fhs' is a masked sampler, but a continuous sampler is needed"),
     ({"samplers": [{"name": "ddim"}, {"name": "ddim"}]}, "share the label(s) ddim"),
     ({"samplers": [{"name": "ddim", "label": "a/b"}]}, "label 'a/b' may only use"),
     ({"samplers": [{"name": "ddim"}], "num_samples": 1}, "evaluation.num_samples must be an integer >= 2"),
