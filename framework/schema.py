@@ -345,8 +345,8 @@ class EvaluatorLM:
 
 
 @dataclass
-class ImageEvaluationSection:
-    """The sampler evaluation of image models; empty samplers: none."""
+class EvaluationSection:
+    """What every sampler evaluation has (framework.evaluation.settings); empty samplers: no evaluation."""
 
     samplers: List[Dict[str, Any]] = _list()
     nfe: List[int] = _list(5, 10, 20)
@@ -357,8 +357,14 @@ class ImageEvaluationSection:
     after_fit: bool = True
     grid_size: int = 16
     save_samples: bool = False
-    guidance_scale: float = 1.0
     out_subdir: str = "eval"
+
+
+@dataclass
+class ImageEvaluationSection(EvaluationSection):
+    """The sampler evaluation of image models: FID/KID/precision/recall against `reference`, ref_err."""
+
+    guidance_scale: float = 1.0
     reference: ImageReference = field(default_factory=ImageReference)
     features: ImageFeatures = field(default_factory=ImageFeatures)
     metrics: ImageMetrics = field(default_factory=ImageMetrics)
@@ -366,23 +372,12 @@ class ImageEvaluationSection:
 
 
 @dataclass
-class TextEvaluationSection:
-    """The sampler evaluation of masked models: the keys of the image one but features, guidance_scale and
-    ref_err (the text task reads none of them), plus the evaluator LM."""
+class TextEvaluationSection(EvaluationSection):
+    """The sampler evaluation of masked models: generative perplexity and entropy under the evaluator LM."""
 
     evaluator: str = _choice("project", ("project",), prefixes=("hf:",))
     cache_dir: str = "runs/cache/evaluator"
     lm: EvaluatorLM = field(default_factory=EvaluatorLM)
-    samplers: List[Dict[str, Any]] = _list()
-    nfe: List[int] = _list(5, 10, 20)
-    num_samples: int = 1000
-    batch_size: int = 500
-    seed: int = 0
-    every_n_val_epochs: int = 0
-    after_fit: bool = True
-    grid_size: int = 16
-    save_samples: bool = False
-    out_subdir: str = "eval"
     reference: TextReference = field(default_factory=TextReference)
     metrics: TextMetrics = field(default_factory=TextMetrics)
 
