@@ -63,8 +63,6 @@ def main(argv=None) -> int:
         from framework.experiments import load_checkpoint
 
         experiment, module = load_checkpoint(args.ckpt)
-        if not (args.evaluate and args.sampler == "config"):
-            experiment.check_sampler(args.sampler, args.options)  # a bad name, option or family fails before sampling
         module.eval()
         experiment.sample(args, module)
         return 0

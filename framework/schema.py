@@ -285,7 +285,7 @@ class ImageReference:
 class ImageRefErr:
     """The reference-solution error: a many-step solution of the same model from the same noises, for the
     first `num_samples` samples (DPM-Solver++ 3M at 200 NFE on the quadratic grid: ~3e-4 relative error
-    on the digits model, 30x below the best sampler at NFE 20)."""
+    on the digits model, ~20x below the best sampler at NFE 20)."""
 
     enabled: bool = True
     sampler: Dict[str, Any] = field(default_factory=lambda: {"name": "dpmsolver++", "order": 3, "grid": "time_quadratic"},

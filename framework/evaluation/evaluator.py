@@ -84,6 +84,7 @@ class Evaluator:
     def __init__(self, settings: EvaluationSettings, task, out_dir: str | Path):
         self.settings, self.task = settings, task
         self.out_dir = Path(out_dir) / settings.out_subdir
+        self._real_row: Optional[dict] = None  # the held-out data do not change between evaluations
 
     def run(self, module, tag: str, rank: int = 0, world_size: int = 1, all_gather: Optional[Gather] = None,
             log: Optional[Log] = None, prefix: str = "val") -> list[dict]:
@@ -112,9 +113,11 @@ class Evaluator:
                         _save_samples(full, out / "samples" / f"{entry.label}_nfe{nfe}.npz")
                 if rank == 0 and self.settings.grid_size:
                     self.task.write_grid(grids, out / "grids" / f"{entry.label}.png")
-        real = self._real_data_row(rank, world_size)
+        if self._real_row is None:
+            self._real_row = self._real_data_row(rank, world_size)
+        real = self._real_row
         if real is not None:
-            rows.append(real)
+            rows.append(dict(real))
             for metric in self.task.metric_names:
                 if log is not None and real[metric] is not None:
                     log(f"{prefix}/{REAL_DATA}/{metric}", real[metric])

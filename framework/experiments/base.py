@@ -19,7 +19,8 @@ from ..samplers import build_sampler
 
 class Experiment:
     """One experiment kind. Subclasses set `kind`, `family` (the sampler family it runs) and
-    `module_class`, and implement build, datamodule, evaluation_settings, task, after_fit and sample."""
+    `module_class`, and implement build, datamodule, evaluation_settings, task, sampling_summary and
+    write_samples."""
 
     kind: str = ""
     family: str = ""
@@ -51,7 +52,16 @@ class Experiment:
         return callbacks
 
     def after_fit(self, module, datamodule, out_dir: Path) -> dict:
-        """Rank 0, after training: the `sampling:` section's samples and, if configured, the final evaluation."""
+        """Rank 0, after training: the `sampling:` section's samples and, with `evaluation.after_fit` and
+        samplers listed, the final evaluation into <out>/<out_subdir>/final/."""
+        summary = self.sampling_summary(module, datamodule, out_dir)
+        evaluation = self.config["evaluation"]
+        if evaluation["samplers"] and evaluation["after_fit"]:
+            summary["evaluation"] = self.evaluate(module, datamodule, out_dir)
+        return summary
+
+    def sampling_summary(self, module, datamodule, out_dir: Path) -> dict:
+        """The `sampling:` section's samples and their table under <out>/samples/ (a quick look); {'rows': ...}."""
         raise NotImplementedError
 
     # --- evaluation -------------------------------------------------------------------
@@ -75,17 +85,27 @@ class Experiment:
         module.eval()
         return Evaluator(settings, task, out_dir).run(module, tag, prefix=tag)
 
-    def should_evaluate_after_fit(self) -> bool:
-        settings = self.evaluation_settings(self.config["evaluation"])
-        return settings.enabled and settings.after_fit
-
     # --- sample.py --------------------------------------------------------------------
     def check_sampler(self, name: str, options: dict):
         """A sampler of this experiment's family, or a ValueError naming both families."""
         return build_sampler(name, family=self.family, **options)
 
+    def check_cli(self, args) -> None:
+        """sample.py arguments this kind refuses (raise ValueError naming them); none by default."""
+
     def sample(self, args, module) -> None:
-        """sample.py: sample with args.sampler at args.nfe and write the outputs into args.out."""
+        """sample.py: sample with args.sampler at args.nfe into args.out; --evaluate scores them too, and with
+        --sampler config only the checkpoint's evaluation set runs. The evaluation is validated first, so a
+        bad request fails before anything is sampled."""
+        self.check_cli(args)
+        evaluation = self.cli_evaluation(args) if args.evaluate else None
+        if args.sampler != "config" or evaluation is None:
+            self.write_samples(args, module, self.check_sampler(args.sampler, args.options))
+        if evaluation is not None:
+            self.evaluate_cli(args, module, evaluation)
+
+    def write_samples(self, args, module, sampler) -> None:
+        """sample.py's outputs for one sampler (files named by sampler_label and the NFE) into args.out."""
         raise NotImplementedError
 
     def cli_evaluation(self, args) -> dict:
@@ -114,6 +134,5 @@ class Experiment:
         """sample.py --evaluate: run `evaluation` on the checkpoint into <out>/<out_subdir>/cli/ and print the table."""
         module.to(args.device)
         rows = self.evaluate(module, self.datamodule(module), Path(args.out), tag="cli", section=evaluation)
-        settings = self.evaluation_settings(evaluation)
-        print((Path(args.out) / settings.out_subdir / "cli" / "table.md").read_text())
+        print((Path(args.out) / evaluation["out_subdir"] / "cli" / "table.md").read_text())
         return rows

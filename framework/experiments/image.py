@@ -60,15 +60,7 @@ class ImageExperiment(Experiment):
     def task(self, settings: EvaluationSettings, distributed: bool = True) -> ImageTask:
         return ImageTask(settings, distributed=distributed)
 
-    def after_fit(self, module: ScoreDiffusion, datamodule, out_dir: Path) -> dict:
-        """Grids and timings of the `sampling:` section; with `evaluation.after_fit` the full evaluation
-        too (eval/final/: the table as CSV, markdown and JSON, the quality-vs-NFE plot, a grid per sampler)."""
-        summary = self._sampling_summary(module, out_dir)
-        if self.should_evaluate_after_fit():
-            summary["evaluation"] = self.evaluate(module, datamodule, out_dir)
-        return summary
-
-    def _sampling_summary(self, module: ScoreDiffusion, out_dir: Path) -> dict:
+    def sampling_summary(self, module: ScoreDiffusion, datamodule, out_dir: Path) -> dict:
         """Grids and seconds per sample for the `sampling:` section (a quick look, no metrics)."""
         sampling = self.config["sampling"]
         n = int(sampling["num_samples"])
@@ -89,14 +81,8 @@ class ImageExperiment(Experiment):
         write_table(rows, out_dir / "samples" / "summary.csv", out_dir / "samples" / "summary.md")
         return {"rows": rows}
 
-    def sample(self, args, module: ScoreDiffusion) -> None:
-        """sample.py for image models: a PNG grid, an .npz of samples and a JSON of settings into args.out
-        (--evaluate: score them too; with --sampler config only the checkpoint's evaluation set runs)."""
-        evaluation = self.cli_evaluation(args) if args.evaluate else None  # fail before sampling
-        if evaluation is not None and args.sampler == "config":
-            self.evaluate_cli(args, module, evaluation)
-            return
-        sampler = self.check_sampler(args.sampler, args.options)
+    def write_samples(self, args, module: ScoreDiffusion, sampler) -> None:
+        """A PNG grid, an .npz of the samples and a JSON of the settings."""
         labels = None
         if args.label is not None:
             if not module.conditional:
@@ -120,8 +106,6 @@ class ImageExperiment(Experiment):
                                           "num_samples": args.num_samples, "seconds": stats["seconds"],
                                           "checkpoint": str(args.ckpt)})
         print(f"wrote {len(samples)} samples ({sampler.name}, nfe={stats['nfe']}, {stats['seconds']:.2f}s) to {out / (name + '.png')}")
-        if evaluation is not None:
-            self.evaluate_cli(args, module, evaluation)
 
     def cli_evaluation(self, args) -> dict:
         evaluation = super().cli_evaluation(args)

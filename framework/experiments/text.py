@@ -50,12 +50,8 @@ class TextExperiment(Experiment):
     def task(self, settings: EvaluationSettings, distributed: bool = True) -> TextTask:
         return TextTask(settings, distributed=distributed)
 
-    def after_fit(self, module: MaskedDiffusion, datamodule, out_dir: Path) -> dict:
-        """Sample with every sampler of `sampling:`; write the texts and a table with gen. perplexity and entropy.
-
-        With `evaluation.samplers` listed (and `evaluation.after_fit`) the sampler evaluation runs too:
-        eval/final/ gets the per-(sampler, NFE) table, the plot and the sample texts.
-        """
+    def sampling_summary(self, module: MaskedDiffusion, datamodule, out_dir: Path) -> dict:
+        """Sample with every sampler of `sampling:`; write the texts and a table with gen. perplexity and entropy."""
         sampling = self.config["sampling"]
         n, seed = int(sampling["num_samples"]), int(sampling["seed"])
         samples = {}
@@ -72,22 +68,15 @@ class TextExperiment(Experiment):
                        for label, (tokens, _) in samples.items())
         atomic_write_text(Path(out_dir) / "samples" / "text_samples.md", text)
         write_table(rows, Path(out_dir) / "samples" / "summary.csv", Path(out_dir) / "samples" / "summary.md")
-        summary = {"rows": rows}
-        if self.should_evaluate_after_fit():
-            summary["evaluation"] = self.evaluate(module, datamodule, out_dir)
-        return summary
+        return {"rows": rows}
 
-    def sample(self, args, module: MaskedDiffusion) -> None:
-        """sample.py for masked models: the decoded texts and a JSON of settings and timings into args.out
-        (--evaluate: score them too; with --sampler config only the checkpoint's evaluation set runs)."""
+    def check_cli(self, args) -> None:
         if args.label is not None or args.guidance_scale != 1.0:
             raise ValueError("--label and --guidance-scale are for class-conditional image checkpoints; "
                              "a text checkpoint takes neither")
-        evaluation = self.cli_evaluation(args) if args.evaluate else None  # fail before sampling
-        if evaluation is not None and args.sampler == "config":
-            self.evaluate_cli(args, module, evaluation)
-            return
-        sampler = self.check_sampler(args.sampler, args.options)
+
+    def write_samples(self, args, module: MaskedDiffusion, sampler) -> None:
+        """The decoded texts and a JSON of the settings and timings (--nfe spent by the sampler's own rule)."""
         if args.nfe is not None:
             sampler = sampler.with_nfe(args.nfe, module.seq_len)
         device = torch.device(args.device)
@@ -102,8 +91,6 @@ class TextExperiment(Experiment):
                                           "checkpoint": str(args.ckpt)})
         print(f"wrote {len(tokens)} samples ({name}, {stats['nfe_per_sample']:.1f} NFE/sample, "
               f"{stats['seconds']:.2f}s) to {out / (name + '.txt')}")
-        if evaluation is not None:
-            self.evaluate_cli(args, module, evaluation)
 
     def natural_nfe(self, name: str) -> Optional[list[int]]:
         """A sampler whose NFE no option sets (fhs: one evaluation per token) runs at the sequence length."""

@@ -4,7 +4,7 @@ FID on small images saturates at 10-20 NFE; the distance of a sampler's output t
 the same model's probability-flow ODE from the same x_T does not. That reference is a high-order
 solver at many steps: DPM-Solver++ 3M at 200 NFE on the quadratic time grid by default. On the digits
 model (DDPM's discrete schedule, whose lambda(t) has a kink at every DDPM step) it is 2.7e-4 (mean
-relative error) from a 400-NFE log-SNR solution, 30x below the best sampler at NFE 20; the same solver
+relative error) from a 400-NFE log-SNR solution, ~20x below the best sampler at NFE 20; the same solver
 on the uniform time grid converges slowly there (3e-3 at 100 NFE, 1e-3 at 400). It is a function of (weights, schedule, parameterisation,
 noises, reference solver), so it is cached on disk under the hash of all of these: the evaluation
 after training, `sample.py --evaluate` and the tuning of DC ratios or solver schedules on the same

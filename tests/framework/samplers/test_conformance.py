@@ -1,4 +1,5 @@
-"""The conformance test every registered continuous-data sampler must pass (STYLE.md)."""
+"""The conformance test every registered continuous-data sampler must pass: honest NFE, dtype and shape kept,
+the grid respected, finite down to sigma = 0, stateless, bad options named."""
 
 import pytest
 import torch
