@@ -85,6 +85,14 @@ class Denoiser:
         alpha, sigma = self.coefficients(x, t)
         return convert(out, x, alpha, sigma, self.prediction, kind)
 
+    def node(self, x: torch.Tensor, t, kind: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """The evaluation at a grid node: (the state the solver continues from, the prediction as `kind`).
+
+        Plain denoisers return x unchanged; a time policy (diffusion.time_shift) may evaluate the network at
+        a shifted time and move the state with it. Solvers call this at their grid points, `predict` elsewhere.
+        """
+        return x, self.predict(x, t, kind)
+
     def eps(self, x: torch.Tensor, t) -> torch.Tensor:
         return self.predict(x, t, "eps")
 

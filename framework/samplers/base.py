@@ -21,6 +21,9 @@ import torch
 
 from ..diffusion.denoiser import Denoiser, as_denoiser
 from ..diffusion.schedules import VPSchedule
+from ..diffusion.time_shift import APPLY as TS_APPLY
+from ..diffusion.time_shift import REFERENCES as TS_REFERENCES
+from ..diffusion.time_shift import TimeShift, TimeShiftedDenoiser
 from .grids import GRID_KINDS, make_grid, validate_grid
 from .noise import check_generators
 
@@ -67,7 +70,20 @@ BASE_OPTIONS: dict[str, Option] = {
     "final_denoise": Option(
         False, choices=BOOL, doc="after the last step, return the model's x0 prediction at t_min (one more NFE)"
     ),
+    # the Time-Shift Sampler's policy (framework.diffusion.time_shift): off unless time_shift=True
+    "time_shift": Option(False, choices=BOOL, doc="shift each sample's time to match its variance (Li et al. 2024)"),
+    "ts_window": Option(30, check=lambda v: type(v) is int and v >= 0, allowed="an integer >= 0 (DDPM steps)",
+                        doc="window width in DDPM steps: the time moves by at most ts_window // 2 steps"),
+    "ts_cutoff": Option(300, check=lambda v: not isinstance(v, bool) and float(v) >= 0, allowed="a number >= 0 (DDPM step)",
+                        doc="shift only while t is above this DDPM step"),
+    "ts_reference": Option("noise", choices=TS_REFERENCES, doc="compare var(x) with sigma^2 ('noise', official) "
+                           "or with alpha^2 ts_data_var + sigma^2 ('data', the paper's analysis)"),
+    "ts_data_var": Option(0.0, check=lambda v: not isinstance(v, bool) and float(v) >= 0, allowed="a number >= 0",
+                          doc="the data's per-sample variance, for ts_reference='data'"),
+    "ts_apply": Option("update", choices=TS_APPLY, doc="shifted time for the network and the step ('update', the "
+                       "paper's Algorithm 1) or for the network input only ('network')"),
 }
+TS_OPTIONS = ("ts_window", "ts_cutoff", "ts_reference", "ts_data_var", "ts_apply")
 
 
 def positive_nfe(nfe: Any) -> int:
@@ -150,6 +166,23 @@ class Sampler(SamplerBase):
     #: whether the method draws noise along the way (then it does not solve the probability-flow ODE)
     stochastic: bool = False
 
+    def __init__(self, **options: Any):
+        super().__init__(**options)
+        self.time_policy = self._time_policy()
+
+    def _time_policy(self) -> Optional[TimeShift]:
+        """The validated time-shift policy, or None; ts_* options set away from their defaults need time_shift=True."""
+        if not self.options["time_shift"]:
+            spec = self.option_spec()
+            stray = sorted(k for k in TS_OPTIONS if self.options[k] != spec[k].default)
+            if stray:
+                raise ValueError(f"sampler {self.name!r}: option(s) {', '.join(stray)} need time_shift=True; "
+                                 f"allowed with time_shift=False: none of {', '.join(TS_OPTIONS)}")
+            return None
+        o = self.options
+        return TimeShift(window=o["ts_window"], cutoff=o["ts_cutoff"], reference=o["ts_reference"],
+                         data_var=float(o["ts_data_var"]), apply=o["ts_apply"])
+
     # --- NFE accounting --------------------------------------------------------
     def min_nfe(self) -> int:
         return self.evals_per_step + int(self.options["final_denoise"])
@@ -195,7 +228,8 @@ class Sampler(SamplerBase):
         `model`: a Denoiser, or a callable model(x, t) predicting noise. `generator`: a
         torch.Generator, or a list with one per sample (stochastic samplers only).
         `timesteps`: an explicit decreasing grid (then `nfe` may be None; if given it must match).
-        `callback`: called after every step with a dict(i, t, t_next, x, x0).
+        `callback`: called after every step with a dict(i, t, t_next, x, x0), plus t_shift (float64 [batch],
+        the times of the step's latest network evaluation at a grid node) when time_shift is on.
         """
         check_continuous_inputs(x_T, schedule, generator)
         denoiser = as_denoiser(model, schedule)
@@ -207,6 +241,8 @@ class Sampler(SamplerBase):
             if nfe is not None and self.check_nfe(nfe) != expected:
                 raise ValueError(f"nfe={nfe} does not match the {len(grid) - 1}-step grid given, which costs {expected}")
         start = denoiser.nfe
+        if self.time_policy is not None:
+            denoiser, callback = _with_time_shift(denoiser, self.time_policy, callback)
         steps = _progress(len(grid) - 1, progress, self.name)
         x = self.solve(denoiser, x_T, grid, generator=generator, callback=callback, steps=steps)
         if self.options["final_denoise"]:
@@ -231,6 +267,14 @@ def check_continuous_inputs(x_T: Any, schedule: Any, generator) -> None:
         raise ValueError(f"schedule must be a VPSchedule (framework.diffusion.build_schedule) for a continuous sampler, "
                          f"got {type(schedule).__name__}")
     check_generators(generator, x_T.shape[0])
+
+
+def _with_time_shift(denoiser: Denoiser, policy: TimeShift, callback):
+    """The denoiser wrapped in the time policy, and the callback that also receives its shifted times."""
+    shifted = TimeShiftedDenoiser(denoiser, policy)
+    if callback is None:
+        return shifted, None
+    return shifted, lambda info: callback({**info, "t_shift": shifted.last_shift})
 
 
 def report_step(callback: Optional[Callable[[dict], None]], i: int, t, t_next, x: torch.Tensor, x0: torch.Tensor) -> None:

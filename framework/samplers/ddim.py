@@ -47,7 +47,7 @@ class DDIM(Sampler):
         for i in steps if steps is not None else range(len(grid) - 1):
             s, t = grid[i], grid[i + 1]
             (alpha_s, sigma_s), (alpha_t, sigma_t) = _coefs(denoiser.schedule, s, x), _coefs(denoiser.schedule, t, x)
-            eps = denoiser.eps(x, s)
+            x, eps = denoiser.node(x, s, "eps")
             std = posterior_std(alpha_s, sigma_s, alpha_t, sigma_t, eta)
             noise = randn_like(x, generator) if eta > 0 else None
             x, x0 = ddim_step(x, eps, alpha_s, sigma_s, alpha_t, sigma_t, std, noise)
@@ -73,7 +73,7 @@ class DDPM(Sampler):
         for i in steps if steps is not None else range(len(grid) - 1):
             s, t = grid[i], grid[i + 1]
             (alpha_s, sigma_s), (alpha_t, sigma_t) = _coefs(denoiser.schedule, s, x), _coefs(denoiser.schedule, t, x)
-            eps = denoiser.eps(x, s)
+            x, eps = denoiser.node(x, s, "eps")
             tilde = posterior_std(alpha_s, sigma_s, alpha_t, sigma_t, 1.0)
             mean, x0 = ddim_step(x, eps, alpha_s, sigma_s, alpha_t, sigma_t, tilde)
             if self.options["variance"] == "posterior":

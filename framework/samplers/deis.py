@@ -138,7 +138,7 @@ def deis_ab_step(
     s, t = grid[i], grid[i + 1]
     alpha_s, sigma_s, _ = schedule_coefs(schedule, s)
     alpha_t, sigma_t, _ = schedule_coefs(schedule, t)
-    eps = denoiser.eps(x, s)
+    x, eps = denoiser.node(x, s, "eps")
     history = push_history(history, eps, ab_order + 1)
     if len(history) > i + 1:
         raise ValueError(f"history holds {len(history)} predictions but step {i} has only {i + 1} grid points behind it")
@@ -163,9 +163,10 @@ def rho_rk_step(denoiser: Denoiser, x: torch.Tensor, grid: torch.Tensor, i: int,
     alpha_t, sigma_t, _ = schedule_coefs(schedule, t)
     rho_s, rho_t = sigma_s / alpha_s, sigma_t / alpha_t
     step = rho_t - rho_s
+    x, first = denoiser.node(x, s, "eps")  # the explicit tableaux all start with c_0 = 0
     y = x / alpha_s
-    slopes: list[torch.Tensor] = []
-    for c_j, a_j in zip(c, a):
+    slopes: list[torch.Tensor] = [first]
+    for c_j, a_j in zip(c[1:], a[1:]):
         y_j = y + step * combine(a_j, slopes) if a_j else y
         t_j = s if c_j == 0.0 else t if c_j == 1.0 else _time_of_rho(schedule, rho_s + c_j * step)
         slopes.append(denoiser.eps(schedule_coefs(schedule, t_j)[0] * y_j, t_j))
@@ -181,7 +182,7 @@ def ipndm_step(denoiser: Denoiser, x: torch.Tensor, grid: torch.Tensor, i: int, 
     """
     s, t = grid[i], grid[i + 1]
     alpha_s, sigma_s, _ = schedule_coefs(denoiser.schedule, s)
-    eps = denoiser.eps(x, s)
+    x, eps = denoiser.node(x, s, "eps")
     history = push_history(history, eps, order)
     eps_prime = combine(adams_bashforth_weights(len(history)), history)
     return transfer(denoiser.schedule, x, eps_prime, s, t), history, (x - sigma_s * eps) / alpha_s

@@ -245,7 +245,7 @@ class DPMSolverPP(Sampler):
         orders = multistep_orders(n, order, self.options["lower_order_final"])
         history: tuple = ()
         alpha_s, sigma_s, lam_s = schedule_coefs(denoiser.schedule, grid[0])
-        out = denoiser.predict(x, grid[0], kind)
+        x, out = denoiser.node(x, grid[0], kind)
         for i in steps if steps is not None else range(n):
             history = ((lam_s, out),) + history[: order - 1]
             alpha_t, sigma_t, lam_t = schedule_coefs(denoiser.schedule, grid[i + 1])
@@ -253,7 +253,7 @@ class DPMSolverPP(Sampler):
             x = multistep_update(x, history[: orders[i]], lam_t, (alpha_s, sigma_s, alpha_t, sigma_t), kind, solver_type)
             report_step(callback, i, grid[i], grid[i + 1], x, x0)
             if i + 1 < n:  # no evaluation after the final step
-                out = denoiser.predict(x, grid[i + 1], kind)
+                x, out = denoiser.node(x, grid[i + 1], kind)
             alpha_s, sigma_s, lam_s = alpha_t, sigma_t, lam_t
         return x
 
@@ -264,7 +264,7 @@ class DPMSolverPP(Sampler):
         for i, k in enumerate(orders):
             times = [grid[start + j] for j in range(k + 1)]
             alpha_s, sigma_s, _ = schedule_coefs(denoiser.schedule, times[0])
-            model_s = denoiser.predict(x, times[0], kind)
+            x, model_s = denoiser.node(x, times[0], kind)
             x0 = _as_x0(model_s, x, alpha_s, sigma_s, kind)
             x = singlestep_update(denoiser, x, times, kind, solver_type, model_s=model_s)
             report_step(callback, i, times[0], times[-1], x, x0)

@@ -50,25 +50,23 @@ def combine(weights: Sequence[float], preds: Sequence[torch.Tensor]) -> torch.Te
     return sum(float(w) * p for w, p in zip(weights, preds))
 
 
-def pseudo_runge_kutta(denoiser: Denoiser, x: torch.Tensor, s: torch.Tensor, t: torch.Tensor):
-    """Pseudo Runge-Kutta gradient part (PNDM sec. 3.3, PRK; official runge_kutta): 4 evaluations.
+def pseudo_runge_kutta(denoiser: Denoiser, x: torch.Tensor, s: torch.Tensor, t: torch.Tensor, e1: torch.Tensor):
+    """Pseudo Runge-Kutta gradient part (PNDM sec. 3.3, PRK; official runge_kutta): 3 more evaluations.
 
-    Stages at s, the time midpoint (twice) and t, each transferred from x; the combined noise is
-    (e1 + 2 e2 + 2 e3 + e4) / 6. Returns (combined noise, e1), e1 being the prediction at (x, s).
+    Stages at s (e1, the prediction at (x, s), given), the time midpoint (twice) and t, each transferred
+    from x; the combined noise is (e1 + 2 e2 + 2 e3 + e4) / 6.
     """
     schedule, mid = denoiser.schedule, 0.5 * (s + t)
-    e1 = denoiser.eps(x, s)
     e2 = denoiser.eps(transfer(schedule, x, e1, s, mid), mid)
     e3 = denoiser.eps(transfer(schedule, x, e2, s, mid), mid)
     e4 = denoiser.eps(transfer(schedule, x, e3, s, t), t)
-    return (e1 + 2.0 * e2 + 2.0 * e3 + e4) / 6.0, e1
+    return (e1 + 2.0 * e2 + 2.0 * e3 + e4) / 6.0
 
 
-def pseudo_improved_euler(denoiser: Denoiser, x: torch.Tensor, s: torch.Tensor, t: torch.Tensor):
-    """Pseudo improved Euler gradient part (PNDM sec. 3.3; official improved_eular): 2 evaluations, (e1 + e2) / 2."""
-    e1 = denoiser.eps(x, s)
+def pseudo_improved_euler(denoiser: Denoiser, x: torch.Tensor, s: torch.Tensor, t: torch.Tensor, e1: torch.Tensor):
+    """Pseudo improved Euler gradient part (PNDM sec. 3.3; official improved_eular): 1 more evaluation, (e1 + e2) / 2."""
     e2 = denoiser.eps(transfer(denoiser.schedule, x, e1, s, t), t)
-    return 0.5 * (e1 + e2), e1
+    return 0.5 * (e1 + e2)
 
 
 def pndm_step(denoiser: Denoiser, x: torch.Tensor, grid: torch.Tensor, i: int, history: tuple, method: str):
@@ -82,13 +80,12 @@ def pndm_step(denoiser: Denoiser, x: torch.Tensor, grid: torch.Tensor, i: int, h
         raise ValueError(f"PNDM method {method!r} is not one of {', '.join(PNDM_METHODS)}")
     _, _, points = PNDM_METHODS[method]
     s, t = grid[i], grid[i + 1]
-    if len(history) < points - 1:
+    x, e1 = denoiser.node(x, s, "eps")
+    history = push_history(history, e1, points)
+    if len(history) < points:
         warm = pseudo_runge_kutta if method == "F-PNDM" else pseudo_improved_euler
-        eps_prime, e1 = warm(denoiser, x, s, t)
-        history = push_history(history, e1, points)
+        eps_prime = warm(denoiser, x, s, t, e1)
     else:
-        e1 = denoiser.eps(x, s)
-        history = push_history(history, e1, points)
         eps_prime = combine(adams_bashforth_weights(points), history)
     alpha_s, sigma_s = denoiser.schedule.alpha(s.to(torch.float64)), denoiser.schedule.sigma(s.to(torch.float64))
     x0 = (x - sigma_s * e1) / alpha_s

@@ -115,7 +115,8 @@ class UniPC(Sampler):
         orders = multistep_orders(n, order, self.options["lower_order_final"])
         history: tuple = ()
         alpha_s, sigma_s, lam_s = schedule_coefs(denoiser.schedule, grid[0])
-        x_eval, out = x, denoiser.predict(x, grid[0], kind)
+        x, out = denoiser.node(x, grid[0], kind)
+        x_eval = x
         for i in steps if steps is not None else range(n):
             history = ((lam_s, out),) + history[: order - 1]
             alpha_t, sigma_t, lam_t = schedule_coefs(denoiser.schedule, grid[i + 1])
@@ -123,9 +124,12 @@ class UniPC(Sampler):
             x0 = out if kind == "x0" else (x_eval - sigma_s * out) / alpha_s
             x_pred = unipc_update(x, history[: orders[i]], lam_t, coefs, kind, variant)
             if i + 1 < n:  # the evaluation at the predicted point serves UniC and the next step
-                x_eval, out = x_pred, denoiser.predict(x_pred, grid[i + 1], kind)
+                x_eval, out = denoiser.node(x_pred, grid[i + 1], kind)
+                moved = None if x_eval is x_pred else x_eval - x_pred  # a time policy's move of the state
+                x_pred = x_eval
                 if self.options["use_corrector"]:
                     x_pred = unipc_update(x, history[: orders[i]], lam_t, coefs, kind, variant, model_t=out)
+                    x_pred = x_pred if moved is None else x_pred + moved
             x = x_pred
             report_step(callback, i, grid[i], grid[i + 1], x, x0)
             alpha_s, sigma_s, lam_s = alpha_t, sigma_t, lam_t
