@@ -37,6 +37,12 @@ def test_sample_cli_writes_grid(tiny_run, tmp_path):
     assert (tmp_path / "ddim_eta0.5_nfe3.png").is_file() and (tmp_path / "ddim_eta0.5_nfe3.npz").is_file()
 
 
+def test_sample_cli_takes_a_time_shift_sampler(tiny_run, tmp_path):
+    proc = run("sample.py", "--ckpt", str(tiny_run / "checkpoints" / "last.ckpt"), "--sampler", "ts_ddim", "--nfe", "3",
+               "--num-samples", "4", "--out", str(tmp_path), "--option", "ts_window=10")
+    assert "wrote 4 samples" in proc.stdout and (tmp_path / "ts_ddim_ts_window10_nfe3.png").is_file()
+
+
 @pytest.mark.parametrize(
     "args, message",
     [
