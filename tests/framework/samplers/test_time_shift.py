@@ -3,7 +3,6 @@ and the size of the shift under an exact denoiser."""
 
 from __future__ import annotations
 
-import math
 
 import pytest
 import torch
