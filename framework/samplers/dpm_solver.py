@@ -256,7 +256,7 @@ class DPMSolverPP(Sampler):
         return int(self.options["dc_order"])
 
     def history_size(self) -> int:
-        return max(self.options["order"], self.dc_order() + 1 if self.options["dc_ratios"] is not None else 1)
+        return max(self.options["order"], self.dc_order() + 1)
 
     def run_ratios(self, denoiser, grid) -> list[float]:
         """The dynamic-compensation ratio of every step from `dc_ratios` (all 1 when None)."""
