@@ -100,16 +100,20 @@ def _nfe_key(key: Any) -> Optional[int]:
     return value if value >= 1 and str(value) == str(key).strip() else None
 
 
+#: the placeholder for "the ratios a DC calibration saved for this checkpoint" (resolved by framework.tuning)
+CALIBRATED = "calibrated"
+
+
 def is_ratio_spec(value: Any) -> bool:
-    """None, a ratio list, or a mapping {NFE: ratio list} (NFE keys as int or str)."""
-    if value is None or is_ratio_list(value):
+    """None, a ratio list, a mapping {NFE: ratio list} (NFE keys as int or str), or CALIBRATED."""
+    if value is None or value == CALIBRATED or is_ratio_list(value):
         return True
     if isinstance(value, Mapping) and value:
         return all(_nfe_key(k) is not None and is_ratio_list(v) for k, v in value.items())
     return False
 
 
-RATIO_SPEC_ALLOWED = "None, a list of numbers (one per step), or a mapping {NFE: list of numbers}"
+RATIO_SPEC_ALLOWED = f"None, a list of numbers (one per step), a mapping {{NFE: list of numbers}}, or {CALIBRATED!r}"
 
 
 def check_ratios(ratios: Sequence[float], steps: int, dc_order: int, setting: str = "ratios") -> list[float]:
@@ -130,6 +134,10 @@ def ratios_for_run(spec: Any, nfe: int, steps: int, dc_order: int, setting: str 
     all ones for None; a mapping is looked up by NFE (a missing NFE is a ValueError listing those it has)."""
     if spec is None:
         return [1.0] * steps
+    if spec == CALIBRATED:
+        raise ValueError(f"{setting}={CALIBRATED!r} stands for the ratios a DC calibration saved next to the checkpoint; "
+                         "resolve it first (framework.tuning.dc_artifacts.resolve_calibrated: the experiments do it "
+                         "for their evaluation) or give the ratios")
     if isinstance(spec, Mapping):
         table = {_nfe_key(k): v for k, v in spec.items()}
         if nfe not in table:
@@ -191,14 +199,17 @@ def read_cpr_file(path: Union[str, Path]) -> CPRFile:
     return CPRFile(check_cpr_coefficients(doc["coefficients"]), dict(doc.get("key", {})), str(path))
 
 
-def key_differences(expected: Mapping[str, Any], found: Mapping[str, Any]) -> list[str]:
-    """'name: expected X, found Y' for every key entry that differs (entries absent on one side included)."""
+def key_differences(expected: Mapping[str, Any], found: Mapping[str, Any], prefix: str = "") -> list[str]:
+    """'name: expected X, found Y' for every entry of `expected` that `found` lacks or holds otherwise; nested
+    mappings are compared entry by entry ('sampler.variant: expected 'bh2', found 'bh1'')."""
     out = []
-    for name in sorted(set(expected) | set(found)):
-        if name not in expected:
-            continue
-        if json.dumps(expected.get(name), sort_keys=True) != json.dumps(found.get(name), sort_keys=True):
-            out.append(f"{name}: expected {expected.get(name)!r}, found {found.get(name)!r}")
+    for name in expected:
+        want, got = expected[name], found.get(name) if isinstance(found, Mapping) else None
+        if isinstance(want, Mapping) and isinstance(got, Mapping):
+            out += key_differences(want, got, f"{prefix}{name}.")
+            out += [f"{prefix}{name}.{k}: expected absent, found {got[k]!r}" for k in got if k not in want]
+        elif json.dumps(want, sort_keys=True) != json.dumps(got, sort_keys=True):
+            out.append(f"{prefix}{name}: expected {want!r}, found {got!r}")
     return out
 
 
