@@ -128,11 +128,12 @@ def _calibrate_one(module, cfg: dict, label: str, nfe: int, scale: float, den: D
     save_ratios(ratios_file, ratio_key(weights, plain, nfe, scale), result.ratios,
                 search={"noises": len(x_T), "seed": int(section["seed"]), "iterations": int(section["iterations"]),
                         "lr": float(section["lr"]), "reference": {"sampler": search_ref.sampler, "nfe": search_ref.nfe},
-                        "seconds": round(result.seconds, 2)},
+                        "seconds": round(result.seconds, 2), "reference_seconds": round(result.reference_seconds, 2)},
                 ref_err={"before": before, "after": after, "mse_before": mse_before, "mse_after": mse_after,
                          "eval_noises": len(eval_idx), "eval_seed": eval_seed})
     return {"sampler": label, "guidance_scale": scale, "nfe": nfe, "ref_err_before": before, "ref_err_after": after,
             "mse_before": mse_before, "mse_after": mse_after, "search_seconds": result.seconds,
+            "reference_seconds": result.reference_seconds,
             "eval_seconds": time.perf_counter() - start, "ratios": result.ratios}
 
 

@@ -37,12 +37,13 @@ SEARCHABLE = ("dc_solver", "dpmsolver++")
 @dataclass
 class DCSearchResult:
     """The searched ratios (one per step), the loss of each searched step at rho = 1 and at the found rho,
-    and the search's wall time."""
+    the search's wall time and, within it, the time spent on the reference trajectory (0 when cached)."""
 
     ratios: list[float]
     loss_before: list[Optional[float]] = field(default_factory=list)
     loss_after: list[Optional[float]] = field(default_factory=list)
     seconds: float = 0.0
+    reference_seconds: float = 0.0
 
 
 def check_searchable(sampler) -> None:
@@ -103,7 +104,7 @@ def search_dc(model, schedule: VPSchedule, sampler, nfe: Optional[int], x_T: tor
     grid = sampler.timesteps(nfe, schedule, device=x_T.device) if timesteps is None else timesteps.to(x_T.device)
     truth = reference_trajectory(den, x_T, grid, reference)
     n, dc_order = len(grid) - 1, sampler.dc_order()
-    result = DCSearchResult([])
+    result = DCSearchResult([], reference_seconds=time.perf_counter() - start)
     bar = progress_bar(max(0, n - dc_order) * iterations, progress, f"DC search {sampler.name} nfe={nfe}")
     with torch.no_grad():
         state = sampler.dc_start(den, x_T, grid)
