@@ -8,6 +8,7 @@ loggers. The work is framework.tuning.dc_calibration.calibrate_dc (also behind `
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import lightning as L
@@ -31,10 +32,12 @@ class DCCalibration(Callback):
         metrics: dict[str, float] = {}
         was_training = pl_module.training
         pl_module.eval()
+        start = time.perf_counter()
         self.rows = calibrate_dc(pl_module, self.section, self.checkpoint_dir, self.ref_err, self.eval_seed,
                                  log=lambda name, value: metrics.__setitem__(name, float(value)))
         pl_module.train(was_training)
+        metrics["dc/calibration_seconds"] = time.perf_counter() - start
         for logger in trainer.loggers:
             logger.log_metrics(metrics, step=trainer.global_step)
             logger.save()
-        print(calibration_summary(self.rows))
+        print(calibration_summary(self.rows) + f"\nDC calibration: {metrics['dc/calibration_seconds']:.0f}s")
