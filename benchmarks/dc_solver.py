@@ -52,7 +52,7 @@ def sampler_entries(rows: Sequence[dict], nfes: Sequence[int], cpr_nfe: Optional
                {"name": "dpmsolver++", "label": "dpmsolver++_dc", "dc_ratios": ratios["dpmsolver++"], "nfe": list(nfes)}]
     cpr = {}
     if cpr_nfe is not None:
-        records = [(nfe, 1.0, r) for nfe, r in ratios["dc_solver"].items() if nfe != cpr_nfe]
+        records = [(len(r), 1.0, r) for nfe, r in ratios["dc_solver"].items() if nfe != cpr_nfe]
         cascade = CascadeRegression().fit(records)
         cpr = {"fitted_on": sorted(n for n, *_ in records), "nfe": cpr_nfe, "ratios": cascade.predict(cpr_nfe),
                "coefficients": cascade.coefficients, "residual": cascade.residual()}

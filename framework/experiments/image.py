@@ -146,7 +146,12 @@ class ImageExperiment(Experiment):
         return {"rows": rows}
 
     def write_samples(self, args, module: ScoreDiffusion, sampler) -> None:
-        """A PNG grid, an .npz of the samples and a JSON of the settings."""
+        """A PNG grid, an .npz of the samples and a JSON of the settings (calibrated DC ratios resolved first)."""
+        if is_calibrated_entry(sampler.to_config()):
+            section = {"samplers": [sampler.to_config()], "nfe": [args.nfe], "guidance_scale": args.guidance_scale}
+            folder = Path(self.checkpoint_dir) if self.checkpoint_dir is not None else Path(args.ckpt).parent
+            sampler = build_from_config(self.with_calibrated_ratios(section, module, folder)["samplers"][0],
+                                        family=self.family)
         labels = None
         if args.label is not None:
             if not module.conditional:

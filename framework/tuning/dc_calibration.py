@@ -95,7 +95,8 @@ def calibrate_dc(module, section: dict, checkpoint_dir: Path, ref_err: dict, eva
                     rows.append(_calibrate_one(module, cfg, label, int(nfe), float(scale), den, x_T, search_ref,
                                                section, reference, eval_idx, eval_seed, batch, weights, ratios_file,
                                                progress))
-                    records.append((rows[-1]["nfe"], float(scale), rows[-1]["ratios"]))
+                    # the cascade's NFE is the number of steps (one ratio each; final_denoise adds an NFE, no step)
+                    records.append((len(rows[-1]["ratios"]), float(scale), rows[-1]["ratios"]))
                     if log is not None:
                         for metric in ("ref_err_before", "ref_err_after", "search_seconds"):
                             log(f"dc/{label}/nfe{nfe}/{metric}", rows[-1][metric])

@@ -71,6 +71,12 @@ def test_sample_py_calibrates_and_evaluates_from_a_checkpoint(run_dir, tmp_path,
     assert "no DC ratios" in capsys.readouterr().err  # not calibrated next to this copy yet
     assert sample.main(["--ckpt", str(ckpt), "--calibrate-dc"]) == 0
     assert (ckpt.parent / "dc_ratios.json").is_file() and "DC calibration dc_solver nfe=4" in capsys.readouterr().out
+    out = tmp_path / "samples"
+    assert sample.main(["--ckpt", str(ckpt), "--sampler", "dc_solver", "--option", "ratios=calibrated", "--nfe", "5",
+                        "--num-samples", "4", "--out", str(out)]) == 0
+    written = json.loads(next(out.glob("*.json")).read_text())["sampler"]
+    saved = json.loads((ckpt.parent / "dc_ratios.json").read_text())["entries"]
+    assert written["ratios"] == {"5": next(e["ratios"] for e in saved if e["key"]["nfe"] == 5)}
 
 
 def test_calibrated_entries_need_the_calibration(tmp_path):
