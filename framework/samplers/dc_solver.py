@@ -4,8 +4,8 @@ UniPC's corrector refines x_t with the output m_t evaluated at the *predicted* p
 starts from the corrected point with that same m_t: the stored output and the state are misaligned. DC-Solver
 replaces m_t, before each step with enough history, by the Lagrange interpolant through the last dc_order + 1
 outputs at t_{i-1} + rho_i (t_i - t_{i-1}) (framework.samplers.dynamic_compensation). The ratios rho_i are
-searched once per model, NFE and guidance scale on a few noises (framework.tuning.dc_search, paper sec. 3.3),
-or predicted by the cascade polynomial regression (sec. 3.4) for a configuration that was not searched.
+searched once per model, NFE and guidance scale on a few noises (framework.tuning.dc_search),
+or predicted by the cascade polynomial regression (CPR) for a configuration that was not searched.
 All ratios 1 is UniPC, bit for bit; compensation costs no network evaluation.
 """
 

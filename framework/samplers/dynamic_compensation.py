@@ -1,5 +1,5 @@
-"""Dynamic compensation (DC-Solver, Zhao et al. ECCV 2024, sec. 3.2) and the cascade polynomial regression
-that predicts its ratios (sec. 3.4), as pure functions shared by UniPC (`dc_solver`) and DPM-Solver++.
+"""Dynamic compensation (DC-Solver, Zhao et al. ECCV 2024) and the cascade polynomial regression
+that predicts its ratios, as pure functions shared by UniPC (`dc_solver`) and DPM-Solver++.
 
 Dynamic compensation. Before step i of a multistep solver (from t_i to t_{i+1}), the newest stored model
 output m_i is replaced by the Lagrange interpolant, in time t, through the newest dc_order + 1 stored
@@ -69,7 +69,7 @@ def compensate(history: tuple, times: Sequence[float], ratio: Ratio, dc_order: i
     through the newest dc_order + 1 outputs at t_{i-1} + ratio (t_i - t_{i-1}); `times` are the outputs'
     times t_i, t_{i-1}, ... (newest first). A float ratio of 1 returns `history` itself (no arithmetic).
 
-    DC-Solver sec. 3.2 (official `dynamic_compensation`); `ratio` may be a 0-dim tensor (the ratio search).
+    DC-Solver's dynamic compensation (official `dynamic_compensation`); `ratio` may be a 0-dim tensor (the ratio search).
     """
     if not isinstance(ratio, torch.Tensor) and float(ratio) == 1.0:
         return history
@@ -159,7 +159,7 @@ def check_cpr_coefficients(coefficients: Any) -> list[float]:
 
 
 def cpr_ratio(coefficients: Sequence[float], nfe: int, guidance_scale: float, step: int) -> float:
-    """The cascade polynomial at one step (1-based) of an `nfe`-step run at `guidance_scale` (sec. 3.4)."""
+    """The cascade polynomial at one step (1-based) of an `nfe`-step run at `guidance_scale` (official `cascade_polynomial_regression`)."""
     c = torch.as_tensor(check_cpr_coefficients(coefficients), dtype=torch.float64).reshape(CPR_SHAPE)
     x, g, n = step / nfe, guidance_scale / CPR_GUIDANCE_SCALE, nfe / CPR_NFE_SCALE
     per_guidance = c[..., 0] * n**2 + c[..., 1] * n + c[..., 2]  # [4, 3]: quadratics in n

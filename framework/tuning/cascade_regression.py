@@ -1,4 +1,4 @@
-"""Cascade polynomial regression (CPR, DC-Solver sec. 3.4): the compensation ratios of an unseen (NFE, guidance
+"""Cascade polynomial regression (CPR, DC-Solver; official `cascade_polynomial_regression`): the compensation ratios of an unseen (NFE, guidance
 scale) predicted from searched ones.
 
 The ratio of step s of an NFE-step run at guidance scale w is a cubic in x = s / NFE whose coefficients are

@@ -1,4 +1,4 @@
-"""The search of DC-Solver's compensation ratios (Zhao et al., ECCV 2024, sec. 3.3): step by step along the
+"""The search of DC-Solver's compensation ratios (Zhao et al., ECCV 2024; the paper's search of the compensation ratios, official `search_dc`): step by step along the
 trajectory of a few noises, each ratio fitted so that the state after its step lands on the ground truth.
 
 For steps i = dc_order, ..., N - 1 in order (earlier steps lack the history and keep rho = 1), with the
@@ -127,5 +127,5 @@ def search_dc_ratios(model, schedule: VPSchedule, sampler, nfe: Optional[int], x
     """DC-Solver's compensation ratios of `sampler` (a built dc_solver or multistep dpmsolver++) at `nfe` for
     `model` (anything the samplers accept: a network predicting noise, or a Denoiser with its prediction,
     labels and guidance), fitted on the noises x_T (10 in the paper) to the reference solution; one ratio per
-    step, 1 for the first dc_order steps (paper sec. 3.3; official `search_dc` / `find_optim_ratio`)."""
+    step, 1 for the first dc_order steps (official `search_dc` / `find_optim_ratio`)."""
     return search_dc(model, schedule, sampler, nfe, x_T, reference, iterations, lr, progress, timesteps).ratios
