@@ -1,5 +1,5 @@
-"""The search of DC-Solver's compensation ratios (Zhao et al., ECCV 2024; the paper's search of the compensation ratios, official `search_dc`): step by step along the
-trajectory of a few noises, each ratio fitted so that the state after its step lands on the ground truth.
+"""The search of DC-Solver's compensation ratios (Zhao et al., ECCV 2024; official `search_dc`): step by step
+along the trajectory of a few noises, each ratio fitted so that the state after its step lands on the ground truth.
 
 For steps i = dc_order, ..., N - 1 in order (earlier steps lack the history and keep rho = 1), with the
 previous ratios fixed at their searched values:
