@@ -28,7 +28,7 @@ def parse_options(items) -> dict:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--ckpt", required=True, help="checkpoint written by train.py")
-    p.add_argument("--sampler", required=True, help="sampler name (see --list)")
+    p.add_argument("--sampler", default=None, help="sampler name (see --list); required unless --calibrate-dc alone")
     p.add_argument("--nfe", type=int, default=None, help="number of network evaluations")
     p.add_argument("--option", action="append", default=[], help="sampler option key=value (repeatable)")
     p.add_argument("--num-samples", type=int, default=64)
@@ -41,6 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--evaluate", action="store_true",
                    help="also compute the evaluation metrics (table, plot) under <out>/eval/cli; "
                         "with --sampler config: every sampler and NFE of the checkpoint's evaluation section")
+    p.add_argument("--calibrate-dc", action="store_true",
+                   help="first search DC-Solver's ratios (the checkpoint's evaluation.dc_calibration) and write "
+                        "dc_ratios.json / dc_cpr.json next to the checkpoint")
     return p
 
 
@@ -55,6 +58,8 @@ def main(argv=None) -> int:
         return 0
     args = build_parser().parse_args(argv)
     try:
+        if args.sampler is None and not args.calibrate_dc:
+            raise ValueError("--sampler is required (unless --calibrate-dc alone)")
         args.options = parse_options(args.option)
         if args.nfe is not None and args.nfe <= 0:
             raise ValueError(f"--nfe must be a positive integer, got {args.nfe}")

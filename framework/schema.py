@@ -361,6 +361,37 @@ class EvaluationSection:
 
 
 @dataclass
+class DCReference:
+    """The ground truth of the DC ratio search: this solver at this many NFE on the searched grid refined
+    (framework.tuning.reference.reference_trajectory); the paper's 200-step DDIM by default."""
+
+    sampler: Dict[str, Any] = field(default_factory=lambda: {"name": "ddim"}, metadata={"whole": True})
+    nfe: int = 200
+
+
+@dataclass
+class DCCalibration:
+    """DC-Solver's post-training calibration (framework.tuning.dc_calibration, the DCCalibration callback and
+    `sample.py --calibrate-dc`): ratios searched for each sampler entry (dc_solver or dpmsolver++) at each NFE
+    and guidance scale on `num_noises` noises (seed `seed`), AdamW `lr` x `iterations` per step; the cascade
+    (CPR) fitted when there are at least `cpr_min_records` configurations; the reference error before and
+    after measured on the evaluation's first `eval_noises` noises. An evaluation entry with
+    `ratios: calibrated` (dpmsolver++: `dc_ratios: calibrated`) then uses the saved ratios."""
+
+    enabled: bool = False
+    samplers: List[Dict[str, Any]] = _list({"name": "dc_solver"})
+    nfe: List[int] = _list(5, 6, 8, 10)
+    guidance_scales: List[float] = _list(1.0)
+    num_noises: int = 10
+    seed: int = 1
+    iterations: int = 40
+    lr: float = 0.1
+    reference: DCReference = field(default_factory=DCReference)
+    eval_noises: int = 200
+    cpr_min_records: int = 3
+
+
+@dataclass
 class ImageEvaluationSection(EvaluationSection):
     """The sampler evaluation of image models: FID/KID/precision/recall against `reference`, ref_err."""
 
@@ -369,6 +400,7 @@ class ImageEvaluationSection(EvaluationSection):
     features: ImageFeatures = field(default_factory=ImageFeatures)
     metrics: ImageMetrics = field(default_factory=ImageMetrics)
     ref_err: ImageRefErr = field(default_factory=ImageRefErr)
+    dc_calibration: DCCalibration = field(default_factory=DCCalibration)
 
 
 @dataclass

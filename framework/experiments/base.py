@@ -44,12 +44,16 @@ class Experiment:
         The `evaluation:` section is validated here (every sampler built, every NFE checked), so a bad
         entry fails before training starts.
         """
-        section = self.config["evaluation"]
+        section = self.training_evaluation(self.config["evaluation"])
         settings = self.evaluation_settings(section)
         callbacks: list = [EpochSeededShuffle(self.seed)] if self.seeded_data_order else []
         if settings.enabled and settings.every_n_val_epochs:
             callbacks.append(SamplerEvaluation(settings, self.task(settings), out_dir))
         return callbacks
+
+    def training_evaluation(self, section: dict) -> dict:
+        """The `evaluation:` section the evaluation during training runs (all of it by default)."""
+        return section
 
     def after_fit(self, module, datamodule, out_dir: Path) -> dict:
         """Rank 0, after training: the `sampling:` section's samples and, with `evaluation.after_fit` and
@@ -98,11 +102,19 @@ class Experiment:
         --sampler config only the checkpoint's evaluation set runs. The evaluation is validated first, so a
         bad request fails before anything is sampled."""
         self.check_cli(args)
+        if getattr(args, "calibrate_dc", False):
+            self.calibrate_cli(args, module)
+            if args.sampler is None:
+                return
         evaluation = self.cli_evaluation(args) if args.evaluate else None
         if args.sampler != "config" or evaluation is None:
             self.write_samples(args, module, self.check_sampler(args.sampler, args.options))
         if evaluation is not None:
             self.evaluate_cli(args, module, evaluation)
+
+    def calibrate_cli(self, args, module) -> None:
+        """sample.py --calibrate-dc: only experiments with DC-Solver calibration support it."""
+        raise ValueError(f"--calibrate-dc needs an image (kind: score) checkpoint, this one is kind {self.kind!r}")
 
     def write_samples(self, args, module, sampler) -> None:
         """sample.py's outputs for one sampler (files named by sampler_label and the NFE) into args.out."""

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..callbacks import DCCalibration
 from ..config import call_with_section
 from ..evaluation import EvaluationSettings, ImageTask, evaluation_settings
 from ..io import atomic_write_bytes, save_image_grid, write_json, write_table
@@ -15,6 +16,9 @@ from ..modules.score import ScoreDiffusion
 from ..samplers import build_from_config
 from ..samplers.generate import generate_samples
 from ..samplers.labels import sampler_label
+from ..tuning.dc_artifacts import artifact_paths, is_calibrated_entry, resolve_calibrated
+from ..tuning.dc_calibration import calibrate_dc, calibration_summary
+from ..tuning.reference import state_hash
 from .base import Experiment
 
 DATASETS = ("digits", "files", "gmm")
@@ -57,6 +61,66 @@ class ImageExperiment(Experiment):
     def evaluation_settings(self, section: dict) -> EvaluationSettings:
         return evaluation_settings(section, family=self.family)
 
+    # --- DC-Solver calibration ----------------------------------------------------------
+    #: where the DC artefacts are read from (sample.py: the checkpoint's folder; training: out_dir/checkpoints)
+    checkpoint_dir = None
+
+    def callbacks(self, out_dir: Path) -> list:
+        """The shared callbacks, and DCCalibration after training when evaluation.dc_calibration.enabled."""
+        callbacks = super().callbacks(out_dir)
+        evaluation = self.config["evaluation"]
+        if evaluation["dc_calibration"]["enabled"]:
+            callbacks.append(DCCalibration(evaluation["dc_calibration"], Path(out_dir) / "checkpoints",
+                                           evaluation["ref_err"], evaluation["seed"]))
+        return callbacks
+
+    def training_evaluation(self, section: dict) -> dict:
+        """Without the `ratios: calibrated` entries: their ratios exist only once training has ended (checked here:
+        they need evaluation.dc_calibration.enabled and NFEs it calibrates)."""
+        calibrated = [dict(s) for s in section["samplers"] if is_calibrated_entry(dict(s))]
+        dc = section["dc_calibration"]
+        for entry in calibrated:
+            label = sampler_label(entry)
+            if not dc["enabled"]:
+                raise ValueError(f"evaluation sampler {label!r} asks for calibrated DC ratios but "
+                                 "evaluation.dc_calibration.enabled is false")
+            missing = sorted(set(entry.get("nfe", section["nfe"])) - set(dc["nfe"]))
+            if missing:
+                raise ValueError(f"evaluation sampler {label!r} asks for calibrated DC ratios at nfe {missing}, "
+                                 f"which evaluation.dc_calibration.nfe {list(dc['nfe'])} does not calibrate")
+        return {**section, "samplers": [s for s in section["samplers"] if not is_calibrated_entry(dict(s))]}
+
+    def with_calibrated_ratios(self, section: dict, module, checkpoint_dir: Path) -> dict:
+        """`section` with every `ratios: calibrated` entry given the ratios saved for these EMA weights."""
+        if not any(is_calibrated_entry(dict(s)) for s in section["samplers"]):
+            return section
+        with module.ema_weights():
+            weights = state_hash(module.net)
+        path = artifact_paths(checkpoint_dir)[0]
+        samplers = [resolve_calibrated(dict(s), s.get("nfe", section["nfe"]), path, weights,
+                                       float(section.get("guidance_scale", 1.0)))
+                    if is_calibrated_entry(dict(s)) else s for s in section["samplers"]]
+        return {**section, "samplers": samplers}
+
+    def evaluate(self, module, datamodule, out_dir: Path, tag: str = "final", section=None) -> list[dict]:
+        """The shared evaluation, with calibrated DC ratios read from next to the checkpoint."""
+        section = self.config["evaluation"] if section is None else section
+        folder = Path(self.checkpoint_dir) if self.checkpoint_dir is not None else Path(out_dir) / "checkpoints"
+        return super().evaluate(module, datamodule, out_dir, tag, self.with_calibrated_ratios(section, module, folder))
+
+    def sample(self, args, module) -> None:
+        self.checkpoint_dir = Path(args.ckpt).parent
+        super().sample(args, module)
+
+    def calibrate_cli(self, args, module) -> None:
+        """sample.py --calibrate-dc: the checkpoint's evaluation.dc_calibration, artefacts next to the checkpoint."""
+        evaluation = self.config["evaluation"]
+        module.to(args.device).eval()
+        rows = calibrate_dc(module, evaluation["dc_calibration"], Path(args.ckpt).parent, evaluation["ref_err"],
+                            evaluation["seed"], progress=True)
+        print(calibration_summary(rows))
+        print(f"wrote {artifact_paths(Path(args.ckpt).parent)[0]}")
+
     def task(self, settings: EvaluationSettings, distributed: bool = True) -> ImageTask:
         return ImageTask(settings, distributed=distributed)
 
@@ -82,7 +146,12 @@ class ImageExperiment(Experiment):
         return {"rows": rows}
 
     def write_samples(self, args, module: ScoreDiffusion, sampler) -> None:
-        """A PNG grid, an .npz of the samples and a JSON of the settings."""
+        """A PNG grid, an .npz of the samples and a JSON of the settings (calibrated DC ratios resolved first)."""
+        if is_calibrated_entry(sampler.to_config()):
+            section = {"samplers": [sampler.to_config()], "nfe": [args.nfe], "guidance_scale": args.guidance_scale}
+            folder = Path(self.checkpoint_dir) if self.checkpoint_dir is not None else Path(args.ckpt).parent
+            sampler = build_from_config(self.with_calibrated_ratios(section, module, folder)["samplers"][0],
+                                        family=self.family)
         labels = None
         if args.label is not None:
             if not module.conditional:

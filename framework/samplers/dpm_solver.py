@@ -25,6 +25,8 @@ import torch
 
 from ..diffusion.denoiser import Denoiser
 from .base import BOOL, Option, Sampler, report_step
+from .dynamic_compensation import (DC_ORDERS, RATIO_SPEC_ALLOWED, MultistepState, compensate, is_ratio_spec,
+                                   ratios_for_run, run_multistep)
 from .exp_integrator import exp_step, lagrange_exp_weights, monomial_weights, schedule_coefs
 from .registry import register
 
@@ -221,7 +223,15 @@ class DPMSolverPP(Sampler):
         "algorithm_type": Option("dpmsolver++", choices=ALGORITHM_TYPES, doc="data prediction (DPM-Solver++) or noise prediction (DPM-Solver)"),
         "solver_type": Option("dpmsolver", choices=SOLVER_TYPES, doc="official 'dpmsolver' formulas or exact 'taylor' (Lagrange) weights"),
         "lower_order_final": Option(True, choices=BOOL, doc="lower orders in the final steps (see class doc)"),
+        "dc_ratios": Option(None, check=is_ratio_spec, allowed=RATIO_SPEC_ALLOWED,
+                            doc="dynamic-compensation ratios (DC-Solver), multistep only; None: none"),
+        "dc_order": Option(2, choices=DC_ORDERS, doc="order of the dynamic-compensation interpolant"),
     }
+
+    def check_options(self) -> None:
+        if self.options["dc_ratios"] is not None and self.options["method"] != "multistep":
+            raise ValueError(f"sampler {self.name!r}: option dc_ratios needs method='multistep', "
+                             f"got method={self.options['method']!r}")
 
     def steps_for_nfe(self, nfe: int) -> int:
         steps = super().steps_for_nfe(nfe)
@@ -239,23 +249,50 @@ class DPMSolverPP(Sampler):
             return self._solve_singlestep(denoiser, x, grid, callback)
         return self._solve_multistep(denoiser, x, grid, callback, steps)
 
-    def _solve_multistep(self, denoiser, x, grid, callback, steps):
-        order, kind, solver_type = self.options["order"], prediction_kind(self.options["algorithm_type"]), self.options["solver_type"]
+    def kind(self) -> str:
+        return prediction_kind(self.options["algorithm_type"])
+
+    def dc_order(self) -> int:
+        return int(self.options["dc_order"])
+
+    def history_size(self) -> int:
+        return max(self.options["order"], self.dc_order() + 1)
+
+    def run_ratios(self, denoiser, grid) -> list[float]:
+        """The dynamic-compensation ratio of every step from `dc_ratios` (all 1 when None)."""
         n = len(grid) - 1
-        orders = multistep_orders(n, order, self.options["lower_order_final"])
-        history: tuple = ()
-        alpha_s, sigma_s, lam_s = schedule_coefs(denoiser.schedule, grid[0])
-        x, out = denoiser.node(x, grid[0], kind)
-        for i in steps if steps is not None else range(n):
-            history = ((lam_s, out),) + history[: order - 1]
-            alpha_t, sigma_t, lam_t = schedule_coefs(denoiser.schedule, grid[i + 1])
-            x0 = _as_x0(out, x, alpha_s, sigma_s, kind)
-            x = multistep_update(x, history[: orders[i]], lam_t, (alpha_s, sigma_s, alpha_t, sigma_t), kind, solver_type)
-            report_step(callback, i, grid[i], grid[i + 1], x, x0)
-            if i + 1 < n:  # no evaluation after the final step
-                x, out = denoiser.node(x, grid[i + 1], kind)
-            alpha_s, sigma_s, lam_s = alpha_t, sigma_t, lam_t
-        return x
+        return ratios_for_run(self.options["dc_ratios"], self.nfe_for_steps(n), n, self.dc_order(), "dc_ratios")
+
+    def _solve_multistep(self, denoiser, x, grid, callback, steps):
+        return run_multistep(self, denoiser, x, grid, self.run_ratios(denoiser, grid), callback, steps)
+
+    def dc_start(self, denoiser, x, grid) -> MultistepState:
+        """The multistep run before step 0: the output at x_T is the only history."""
+        lam = schedule_coefs(denoiser.schedule, grid[0])[2]
+        x, out = denoiser.node(x, grid[0], self.kind())
+        return MultistepState(0, x, x, ((lam, out),), (float(grid[0]),))
+
+    def dc_step(self, denoiser, state: MultistepState, grid, ratio=1.0, evaluate: Optional[bool] = None,
+                callback=None) -> MultistepState:
+        """Multistep step state.i with the newest output compensated by `ratio` (dynamic_compensation.compensate;
+        DC-Solver applied to a predictor-only solver); `evaluate` (default: unless it is the last step) evaluates
+        the model at the new point for the next step."""
+        kind, solver_type = self.kind(), self.options["solver_type"]
+        i, n = state.i, len(grid) - 1
+        evaluate = i + 1 < n if evaluate is None else evaluate
+        step_order = multistep_orders(n, self.options["order"], self.options["lower_order_final"])[i]
+        alpha_s, sigma_s, _ = schedule_coefs(denoiser.schedule, grid[i])
+        alpha_t, sigma_t, lam_t = schedule_coefs(denoiser.schedule, grid[i + 1])
+        x0 = _as_x0(state.history[0][1], state.x, alpha_s, sigma_s, kind)
+        history = compensate(state.history, state.times, ratio, self.dc_order())
+        x = multistep_update(state.x, history[:step_order], lam_t, (alpha_s, sigma_s, alpha_t, sigma_t), kind, solver_type)
+        report_step(callback, i, grid[i], grid[i + 1], x, x0)
+        new_history = history
+        if evaluate:  # no evaluation after the final step
+            x, out = denoiser.node(x, grid[i + 1], kind)
+            new_history = ((lam_t, out), *history[: self.history_size() - 1])
+        times = (float(grid[i + 1]), *state.times)[: self.history_size()]
+        return MultistepState(i + 1, x, x, new_history, times)
 
     def _solve_singlestep(self, denoiser, x, grid, callback):
         kind, solver_type = prediction_kind(self.options["algorithm_type"]), self.options["solver_type"]

@@ -27,6 +27,7 @@ import torch
 
 from .base import BOOL, Option, Sampler, report_step
 from .dpm_solver import History, multistep_orders
+from .dynamic_compensation import MultistepState, compensate, run_multistep
 from .exp_integrator import exp_step, kernel_sign, monomial_weights, phi, schedule_coefs
 from .registry import register
 
@@ -108,29 +109,54 @@ class UniPC(Sampler):
         "lower_order_final": Option(True, choices=BOOL, doc="lower orders in the final steps"),
     }
 
+    def kind(self) -> str:
+        return "x0" if self.options["predict_x0"] else "eps"
+
+    def dc_order(self) -> int:
+        """The interpolation order of dynamic compensation (dc_solver's option; plain UniPC never compensates)."""
+        return int(self.options.get("dc_order", 1))
+
+    def history_size(self) -> int:
+        return max(self.options["order"], self.dc_order() + 1)
+
+    def run_ratios(self, denoiser, grid) -> list[float]:
+        """The dynamic-compensation ratio of every step: 1 for plain UniPC (see DCSolver)."""
+        return [1.0] * (len(grid) - 1)
+
     def solve(self, denoiser, x, grid, generator=None, callback=None, steps=None):
-        order, variant = self.options["order"], self.options["variant"]
-        kind = "x0" if self.options["predict_x0"] else "eps"
-        n = len(grid) - 1
-        orders = multistep_orders(n, order, self.options["lower_order_final"])
-        history: tuple = ()
-        alpha_s, sigma_s, lam_s = schedule_coefs(denoiser.schedule, grid[0])
-        x, out = denoiser.node(x, grid[0], kind)
-        x_eval = x
-        for i in steps if steps is not None else range(n):
-            history = ((lam_s, out),) + history[: order - 1]
-            alpha_t, sigma_t, lam_t = schedule_coefs(denoiser.schedule, grid[i + 1])
-            coefs = (alpha_s, sigma_s, alpha_t, sigma_t)
-            x0 = out if kind == "x0" else (x_eval - sigma_s * out) / alpha_s
-            x_pred = unipc_update(x, history[: orders[i]], lam_t, coefs, kind, variant)
-            if i + 1 < n:  # the evaluation at the predicted point serves UniC and the next step
-                x_eval, out = denoiser.node(x_pred, grid[i + 1], kind)
-                moved = None if x_eval is x_pred else x_eval - x_pred  # a time policy's move of the state
-                x_pred = x_eval
-                if self.options["use_corrector"]:
-                    x_pred = unipc_update(x, history[: orders[i]], lam_t, coefs, kind, variant, model_t=out)
-                    x_pred = x_pred if moved is None else x_pred + moved
-            x = x_pred
-            report_step(callback, i, grid[i], grid[i + 1], x, x0)
-            alpha_s, sigma_s, lam_s = alpha_t, sigma_t, lam_t
-        return x
+        return run_multistep(self, denoiser, x, grid, self.run_ratios(denoiser, grid), callback, steps)
+
+    def dc_start(self, denoiser, x, grid) -> MultistepState:
+        """The run before step 0: the output at x_T is the only history."""
+        lam = schedule_coefs(denoiser.schedule, grid[0])[2]
+        x, out = denoiser.node(x, grid[0], self.kind())
+        return MultistepState(0, x, x, ((lam, out),), (float(grid[0]),))
+
+    def dc_step(self, denoiser, state: MultistepState, grid, ratio=1.0, evaluate: Optional[bool] = None,
+                callback=None) -> MultistepState:
+        """Step state.i: compensate the newest output with `ratio` (dynamic_compensation.compensate), UniP-p to
+        grid[i + 1] and, with `evaluate` (default: unless it is the last step), the evaluation there that UniC-p
+        and the next step share."""
+        order, variant, kind = self.options["order"], self.options["variant"], self.kind()
+        i, n = state.i, len(grid) - 1
+        evaluate = i + 1 < n if evaluate is None else evaluate
+        step_order = multistep_orders(n, order, self.options["lower_order_final"])[i]
+        alpha_s, sigma_s, _ = schedule_coefs(denoiser.schedule, grid[i])
+        alpha_t, sigma_t, lam_t = schedule_coefs(denoiser.schedule, grid[i + 1])
+        coefs = (alpha_s, sigma_s, alpha_t, sigma_t)
+        out = state.history[0][1]
+        x0 = out if kind == "x0" else (state.x_eval - sigma_s * out) / alpha_s
+        history = compensate(state.history, state.times, ratio, self.dc_order())
+        x_pred = unipc_update(state.x, history[:step_order], lam_t, coefs, kind, variant)
+        x_eval, new_history = state.x_eval, history
+        if evaluate:  # the evaluation at the predicted point serves UniC and the next step
+            x_eval, out = denoiser.node(x_pred, grid[i + 1], kind)
+            moved = None if x_eval is x_pred else x_eval - x_pred  # a time policy's move of the state
+            x_pred = x_eval
+            if self.options["use_corrector"]:
+                x_pred = unipc_update(state.x, history[:step_order], lam_t, coefs, kind, variant, model_t=out)
+                x_pred = x_pred if moved is None else x_pred + moved
+            new_history = ((lam_t, out), *history[: self.history_size() - 1])
+        report_step(callback, i, grid[i], grid[i + 1], x_pred, x0)
+        times = (float(grid[i + 1]), *state.times)[: self.history_size()]
+        return MultistepState(i + 1, x_pred, x_eval, new_history, times)

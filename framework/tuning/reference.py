@@ -112,3 +112,59 @@ def reference_solution(network: Callable, schedule: VPSchedule, indices: Sequenc
         torch.save({"x": x, "x0": x0}, buf)
         atomic_write_bytes(path, buf.getvalue())
     return Reference(indices, x, x0, key)
+
+
+# --- the reference trajectory at a coarse grid's times (the DC ratio search) ----------------------------
+
+
+def fine_grid(grid: torch.Tensor, nfe: int) -> tuple[torch.Tensor, int]:
+    """Each interval of `grid` cut into m = ceil(nfe / steps) equal pieces in t: (the fine grid, m). The
+    coarse grid's times are exactly every m-th fine time, so a solver on it passes through all of them."""
+    steps = len(grid) - 1
+    m = max(1, -(-int(nfe) // steps))
+    pieces = [grid[i] + (grid[i + 1] - grid[i]) * torch.arange(m, dtype=torch.float64) / m for i in range(steps)]
+    return torch.cat([*pieces, grid[-1:]]), m
+
+
+def trajectory_key(denoiser: Denoiser, solver: ReferenceSolver, x_T: torch.Tensor, grid: torch.Tensor) -> str:
+    """What a reference trajectory depends on, hashed ('' when the network's weights cannot be hashed)."""
+    weights = state_hash(denoiser.model)
+    if weights is None:
+        return ""
+    labels = denoiser.labels
+    spec = {"weights": weights, "schedule": denoiser.schedule.to_config(), "prediction": denoiser.prediction,
+            "solver": solver.sampler, "nfe": solver.nfe, "grid": [float(t) for t in grid],
+            "x_T": hashlib.sha256(x_T.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()).hexdigest(),
+            "shape": list(x_T.shape), "dtype": str(x_T.dtype),
+            "guidance": {"labels": None if labels is None else [int(v) for v in labels.reshape(-1)],
+                         "scale": denoiser.guidance_scale, "uncond_label": denoiser.uncond_label}}
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:24]
+
+
+@torch.no_grad()
+def reference_trajectory(denoiser: Denoiser, x_T: torch.Tensor, grid: torch.Tensor,
+                         solver: ReferenceSolver = ReferenceSolver()) -> torch.Tensor:
+    """The reference solution from x_T through every time of `grid`: [len(grid), *x_T.shape], [0] = x_T.
+
+    The reference solver runs on `fine_grid(grid, solver.nfe)` (at least solver.nfe evaluations) and its
+    states are read at the coarse times; cached under solver.cache_dir by trajectory_key when the
+    denoiser's network is a torch module.
+    """
+    key = trajectory_key(denoiser, solver, x_T, grid)
+    path = None if solver.cache_dir is None or not key else Path(solver.cache_dir) / f"trajectory_{key}.pt"
+    if path is not None and path.is_file():
+        return torch.load(path, map_location="cpu", weights_only=True)["states"].to(x_T.device)
+    fine, m = fine_grid(grid.to(torch.float64).cpu(), solver.nfe)
+    states = [x_T]
+
+    def keep(step: dict) -> None:
+        if (step["i"] + 1) % m == 0:
+            states.append(step["x"])
+
+    solver.build().sample(denoiser, x_T, None, denoiser.schedule, callback=keep, timesteps=fine.to(x_T.device))
+    states = torch.stack(states)
+    if path is not None:
+        buf = io.BytesIO()
+        torch.save({"states": states.cpu()}, buf)
+        atomic_write_bytes(path, buf.getvalue())
+    return states
