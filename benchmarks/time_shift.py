@@ -201,7 +201,6 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     p.add_argument("--sweep-n", type=int, default=500, help="samples per (setting, seed) in the sweep")
     p.add_argument("--parts", nargs="+", default=["mechanism", "table", "sweep"], choices=["mechanism", "table", "sweep"])
     args = p.parse_args(argv)
-    torch.set_grad_enabled(False)
     out = Path(args.out)
     experiment, module = load_checkpoint(args.ckpt)
     module.eval()
@@ -211,6 +210,14 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     if (out / "results.json").is_file():
         results = {**json.loads((out / "results.json").read_text()), **results}
     print(f"data variance v = {v:.4f}")
+    if "table" in args.parts:
+        rows = evaluate(experiment, module, datamodule, TABLE, args.n, args.seeds, out / "table", "table")
+        results["table_rows"], results["table"] = rows, summarise(rows)
+        atomic_write_text(out / "results.json", json.dumps(results, indent=1))
+    if "sweep" in args.parts:
+        rows = evaluate(experiment, module, datamodule, sweep_entries(v), args.sweep_n, args.seeds, out / "sweep", "sweep")
+        results["sweep_rows"], results["sweep"] = rows, summarise(rows)
+        atomic_write_text(out / "results.json", json.dumps(results, indent=1))
     if "mechanism" in args.parts:
         results["mechanism"] = mechanism(experiment, module, v, n=500, seed=args.seeds[0])
         print("\n## exposure-bias gap (NFE 10): t_next, expected, ddim, ts_ddim, ts_ddim data, mean |shift| (DDPM steps)")
@@ -220,12 +227,6 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
             ts, tsd = by[("ts_ddim", 10, k)], by[("ts_ddim data", 10, k)]
             print(f"{r['t_next']:.3f}  {r['expected']:.4f}  {r['var_mean']:.4f}  {ts['var_mean']:.4f}  {tsd['var_mean']:.4f}"
                   f"  {ts['shift_steps']:.1f} / {tsd['shift_steps']:.1f}")
-    if "table" in args.parts:
-        rows = evaluate(experiment, module, datamodule, TABLE, args.n, args.seeds, out / "table", "table")
-        results["table_rows"], results["table"] = rows, summarise(rows)
-    if "sweep" in args.parts:
-        rows = evaluate(experiment, module, datamodule, sweep_entries(v), args.sweep_n, args.seeds, out / "sweep", "sweep")
-        results["sweep_rows"], results["sweep"] = rows, summarise(rows)
     atomic_write_text(out / "results.json", json.dumps(results, indent=1))
     for part in ("table", "sweep"):
         if part in results:

@@ -74,9 +74,10 @@ def cache_key(settings: dict, images: torch.Tensor, labels: torch.Tensor) -> str
 
 
 def train_classifier(images: torch.Tensor, labels: torch.Tensor, settings: dict) -> SmallClassifier:
-    """Plain Adam on cross-entropy; a few seconds for 8x8 digits. Uses, and restores, its own RNG state."""
+    """Plain Adam on cross-entropy; a few seconds for 8x8 digits. Uses, and restores, its own RNG state, and trains
+    with gradients on whatever the caller's grad mode (an evaluation script may run under torch.no_grad)."""
     num_classes = int(labels.max()) + 1
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=[]), torch.enable_grad():
         torch.manual_seed(int(settings["seed"]))
         net = SmallClassifier(images.shape[1], max(num_classes, 2), settings["widths"])
         if settings["kind"] == "random":
