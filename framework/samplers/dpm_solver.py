@@ -266,12 +266,6 @@ class DPMSolverPP(Sampler):
     def _solve_multistep(self, denoiser, x, grid, callback, steps):
         return run_multistep(self, denoiser, x, grid, self.run_ratios(denoiser, grid), callback, steps)
 
-    def dc_start(self, denoiser, x, grid) -> MultistepState:
-        """The multistep run before step 0: the output at x_T is the only history."""
-        lam = schedule_coefs(denoiser.schedule, grid[0])[2]
-        x, out = denoiser.node(x, grid[0], self.kind())
-        return MultistepState(0, x, x, ((lam, out),), (float(grid[0]),))
-
     def dc_step(self, denoiser, state: MultistepState, grid, ratio=1.0, evaluate: Optional[bool] = None,
                 callback=None) -> MultistepState:
         """Multistep step state.i with the newest output compensated by `ratio` (dynamic_compensation.compensate;

@@ -34,6 +34,8 @@ from typing import Any, Mapping, Optional, Sequence, Union
 
 import torch
 
+from .exp_integrator import schedule_coefs
+
 #: interpolation orders (the official code caps the interpolant at 4 nodes)
 DC_ORDERS = (1, 2, 3)
 #: the CPR's normalisation (official code): x = step / NFE, g = guidance / 12, n = NFE / 50
@@ -229,11 +231,18 @@ class MultistepState:
     times: tuple
 
 
+def start_multistep(sampler, denoiser, x: torch.Tensor, grid: torch.Tensor) -> MultistepState:
+    """A multistep run before step 0: the output at x_T (as `sampler.kind()`) is the only history."""
+    lam = schedule_coefs(denoiser.schedule, grid[0])[2]
+    x, out = denoiser.node(x, grid[0], sampler.kind())
+    return MultistepState(0, x, x, ((lam, out),), (float(grid[0]),))
+
+
 def run_multistep(sampler, denoiser, x: torch.Tensor, grid: torch.Tensor, ratios: Sequence[Ratio], callback=None,
                   steps=None) -> torch.Tensor:
-    """The loop every compensated multistep sampler shares: `sampler.dc_start` then one `sampler.dc_step` per
+    """The loop every compensated multistep sampler shares: `start_multistep` then one `sampler.dc_step` per
     step with that step's ratio (`steps`: the iterable over step indices, e.g. a progress bar)."""
-    state = sampler.dc_start(denoiser, x, grid)
+    state = start_multistep(sampler, denoiser, x, grid)
     for i in steps if steps is not None else range(len(grid) - 1):
         state = sampler.dc_step(denoiser, state, grid, ratios[i], callback=callback)
     return state.x

@@ -126,12 +126,6 @@ class UniPC(Sampler):
     def solve(self, denoiser, x, grid, generator=None, callback=None, steps=None):
         return run_multistep(self, denoiser, x, grid, self.run_ratios(denoiser, grid), callback, steps)
 
-    def dc_start(self, denoiser, x, grid) -> MultistepState:
-        """The run before step 0: the output at x_T is the only history."""
-        lam = schedule_coefs(denoiser.schedule, grid[0])[2]
-        x, out = denoiser.node(x, grid[0], self.kind())
-        return MultistepState(0, x, x, ((lam, out),), (float(grid[0]),))
-
     def dc_step(self, denoiser, state: MultistepState, grid, ratio=1.0, evaluate: Optional[bool] = None,
                 callback=None) -> MultistepState:
         """Step state.i: compensate the newest output with `ratio` (dynamic_compensation.compensate), UniP-p to

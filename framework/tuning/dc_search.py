@@ -26,7 +26,7 @@ import torch
 from ..diffusion.denoiser import as_denoiser
 from ..diffusion.schedules import VPSchedule
 from ..samplers.base import progress_bar
-from ..samplers.dynamic_compensation import MultistepState
+from ..samplers.dynamic_compensation import MultistepState, start_multistep
 from .reference import ReferenceSolver, reference_trajectory
 
 #: the ground truth of the official search: a 200-step DDIM solution from the same noises
@@ -107,7 +107,7 @@ def search_dc(model, schedule: VPSchedule, sampler, nfe: Optional[int], x_T: tor
     result = DCSearchResult([], reference_seconds=time.perf_counter() - start)
     bar = progress_bar(max(0, n - dc_order) * iterations, progress, f"DC search {sampler.name} nfe={nfe}")
     with torch.no_grad():
-        state = sampler.dc_start(den, x_T, grid)
+        state = start_multistep(sampler, den, x_T, grid)
         for i in range(n):
             rho, before, after = 1.0, None, None
             if i >= dc_order:
