@@ -91,6 +91,10 @@ class SamplerBase:
     family: str = ""
     OPTIONS: dict[str, Option] = {}
     COMMON_OPTIONS: dict[str, Option] = {}
+    #: how many models `sample` takes (a tuple when > 1)
+    experts: int = 1
+    #: how many consecutive samples form one population that is sampled jointly (1: every sample alone)
+    population: int = 1
 
     def __init__(self, **options: Any):
         spec = self.option_spec()

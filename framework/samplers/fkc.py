@@ -144,8 +144,12 @@ class FKC(Sampler):
 
     # --- NFE: evaluations per step and per final x0, per expert ---------------------------------------------------
     @property
-    def experts(self) -> int:
+    def experts(self) -> int:  # type: ignore[override]
         return 2 if self.options["target"] == "product" else 1
+
+    @property
+    def population(self) -> int:  # type: ignore[override]
+        return int(self.options["num_particles"])
 
     @property
     def evals_per_step(self) -> int:  # type: ignore[override]

@@ -167,8 +167,10 @@ def test_stabilisers_centring_alone_changes_nothing():
 # The mode weight is the fraction of samples at x > 0. Its Monte Carlo tolerance is 4 standard errors of the
 # mean over the 20 independent populations plus 0.02 for the O(1/K) bias of self-normalised weights at K = 100
 # (measured: at most ~0.015 over 16 seeds per target); the unweighted SDE must miss the exact mode weight by
-# more than that tolerance, and by at least 0.1. The energy distance to 2,000 exact draws must stay within
-# 4x the floor (the distance between two exact sets) + 0.002 for FKC, and exceed 20x the floor without weights.
+# more than that tolerance, and by at least 0.1. The energy distance to 2,000 exact draws must stay below
+# 5x the floor (the distance between two exact sets) + 0.01 for FKC (resampled particles are correlated, so
+# even exact SMC sits above the i.i.d. floor: measured up to 0.011 over 5 seeds per target, floors 0.001-0.005),
+# and above 20x the floor without weights (measured 0.21-0.43).
 
 N, K, NFE = 2000, 100, 200
 
@@ -192,7 +194,7 @@ def _check(model, options: dict, exact_mass: float, exact_draws):
     assert abs(m_plain - exact_mass) > max(tol, 0.1), (m_plain, exact_mass, tol)
     reference, second = exact_draws(1), exact_draws(2)
     floor = energy_distance(reference, second)
-    assert energy_distance(fkc, reference) < 4 * floor + 0.002
+    assert energy_distance(fkc, reference) < 5 * floor + 0.01
     assert energy_distance(plain, reference) > 20 * floor
     return m_fkc, m_plain
 
@@ -225,3 +227,24 @@ def test_heun_proposal_on_the_annealed_mixture(seed):
     exact = GeometricGrid([(noised(MIX, SCHEDULE, T_MIN), 2.0)])
     m, se = _mode_weight(_run(MIX.eps_model(SCHEDULE), {"beta": 2.0, "proposal": "heun"}, seed=seed))
     assert abs(m - exact.mass_above()) < 4 * se + 0.02
+
+
+def test_the_evaluation_section_takes_fkc_like_any_sampler():
+    from types import SimpleNamespace
+
+    from framework.evaluation.image_task import ImageTask
+    from framework.evaluation.settings import evaluation_settings
+
+    section = {"samplers": [{"name": "fkc", "beta": 2.0, "num_particles": 50, "label": "fkc_b2"},
+                            {"name": "fkc", "target": "product", "num_particles": 50, "nfe": [20]}],
+               "nfe": [10], "batch_size": 100}
+    settings = evaluation_settings(section)
+    assert [(e.label, e.nfe, e.sampler.population) for e in settings.entries] == [
+        ("fkc_b2", [10], 50), ("fkc_targetproduct_num_particles50", [20], 50)]
+    with pytest.raises(ValueError, match="evaluation.batch_size=120 must be a multiple of sampler 'fkc_b2'"):
+        evaluation_settings({**section, "batch_size": 120})
+    with pytest.raises(ValueError, match="cannot run at nfe=9"):
+        evaluation_settings({**section, "samplers": [{"name": "fkc", "target": "product", "num_particles": 50}], "nfe": [9]})
+    module = SimpleNamespace(conditional=True, hparams=SimpleNamespace(num_classes=10))
+    labels = ImageTask._labels(None, module, range(8), population=4)
+    assert labels.tolist() == [0, 0, 0, 0, 1, 1, 1, 1], "one label per population"
