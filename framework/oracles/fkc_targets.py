@@ -12,10 +12,12 @@
 from __future__ import annotations
 
 import math
-from typing import Optional
+from dataclasses import dataclass
+from typing import Callable, Optional
 
 import torch
 
+from ..diffusion.denoiser import Denoiser
 from ..diffusion.schedules import VPSchedule
 from .gaussian_mixture import GaussianMixture
 
@@ -79,3 +81,60 @@ def energy_distance(a: torch.Tensor, b: torch.Tensor) -> float:
     """2 E|X - Y| - E|X - X'| - E|Y - Y'| between the rows of a and b (V-statistic, 0 iff equal laws)."""
     a, b = a.to(torch.float64).flatten(1), b.to(torch.float64).flatten(1)
     return float(2 * torch.cdist(a, b).mean() - torch.cdist(a, a).mean() - torch.cdist(b, b).mean())
+
+
+# --- the FKC test problems: 1-D mixtures whose targets the unweighted SDE gets measurably wrong --------------------
+
+#: modes of unequal width: p^beta moves mass between them (1-D mode masses ~ w^beta sd^(1 - beta))
+ANNEAL_MIXTURE = ([0.5, 0.5], [[-2.0], [2.0]], [[[0.04]], [[0.36]]])
+#: product experts: q1 q2 puts ~26% of the mass at x > 0, the unweighted product SDE ~44%
+EXPERTS = (([0.3, 0.7], [[-2.0], [2.0]], [[[0.1]], [[0.8]]]), ([0.7, 0.3], [[-2.0], [2.0]], [[[0.1]], [[0.8]]]))
+#: guidance: unconditional and "class 0" mixtures; q_u^(1 - w) q_c^w is proper when var_c < w / (w - 1) var_u in
+#: each mode; at w = 3 it puts ~31% of the mass at x > 0, guided sampling without weights ~49%
+UNCONDITIONAL = ([0.5, 0.5], [[-2.0], [2.0]], [[[0.25]], [[0.25]]])
+CONDITIONAL = ([0.5, 0.5], [[-2.0], [2.0]], [[[0.06]], [[0.32]]])
+
+
+@dataclass
+class FKCProblem:
+    """A target for FKC with its exact law at t_min: the model(s) to pass to `sample`, the sampler options,
+    P(x > 0) exactly, and exact draws."""
+
+    name: str
+    options: dict
+    mass_above_zero: float
+    draws: Callable[[int, torch.Generator], torch.Tensor]
+    models: Callable[[int], object]  # batch size -> the model(s) (a guided Denoiser needs the batch's labels)
+
+
+def class_model(schedule: VPSchedule):
+    """model(x, t, labels): label 0 -> the conditional mixture's exact eps, label 1 (the null label) -> the unconditional's."""
+    cond, free = GaussianMixture(*CONDITIONAL).eps_model(schedule), GaussianMixture(*UNCONDITIONAL).eps_model(schedule)
+
+    def model(x, t, labels):
+        return torch.where((labels == 0).reshape(-1, 1), cond(x, t), free(x, t))
+
+    return model
+
+
+def fkc_problems(schedule: VPSchedule) -> dict[str, FKCProblem]:
+    """anneal (beta 2 and 0.5), product and cfg (w = 3) on the mixtures above, exact at t_min of `schedule`."""
+    t = schedule.t_min
+    mix = GaussianMixture(*ANNEAL_MIXTURE)
+    a, b = (GaussianMixture(*e) for e in EXPERTS)
+    u, c = GaussianMixture(*UNCONDITIONAL), GaussianMixture(*CONDITIONAL)
+    prod = product(noised(a, schedule, t), noised(b, schedule, t))
+    problems = {}
+    for beta in (2.0, 0.5):
+        grid = GeometricGrid([(noised(mix, schedule, t), beta)])
+        problems[f"anneal_beta{beta:g}"] = FKCProblem(f"anneal_beta{beta:g}", {"beta": beta}, grid.mass_above(),
+                                                      grid.sample, lambda n: mix.eps_model(schedule))
+    problems["product"] = FKCProblem("product", {"target": "product"}, mass_above(prod), prod.sample,
+                                     lambda n: (a.eps_model(schedule), b.eps_model(schedule)))
+    w = 3.0
+    grid = GeometricGrid([(noised(u, schedule, t), 1 - w), (noised(c, schedule, t), w)])
+    problems["cfg_w3"] = FKCProblem(
+        "cfg_w3", {"target": "cfg"}, grid.mass_above(), grid.sample,
+        lambda n: Denoiser(class_model(schedule), schedule, labels=torch.zeros(n, dtype=torch.long),
+                           guidance_scale=w, uncond_label=1))
+    return problems

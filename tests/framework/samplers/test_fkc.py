@@ -8,36 +8,19 @@ import torch
 
 from framework.diffusion import Denoiser, build_schedule
 from framework.oracles import GaussianMixture
-from framework.oracles.fkc_targets import GeometricGrid, energy_distance, mass_above, noised, product
+from framework.oracles.fkc_targets import (
+    ANNEAL_MIXTURE, EXPERTS, GeometricGrid, class_model, energy_distance, fkc_problems, mass_above, product,
+)
 from framework.samplers import build_sampler
 from framework.samplers.noise import sample_generators
 
 SCHEDULE = build_schedule("linear")
-T_MIN = SCHEDULE.t_min
-# 1-D mixtures with modes of unequal width: p^beta moves mass between them (mode masses ~ w^beta sd^(1 - beta))
-MIX = GaussianMixture([0.5, 0.5], [[-2.0], [2.0]], [[[0.04]], [[0.36]]])
-# product experts: q1 q2 puts ~26% of the mass at x > 0, the unweighted product SDE ~44%
-EXPERT_A = GaussianMixture([0.3, 0.7], [[-2.0], [2.0]], [[[0.1]], [[0.8]]])
-EXPERT_B = GaussianMixture([0.7, 0.3], [[-2.0], [2.0]], [[[0.1]], [[0.8]]])
-# guidance: an unconditional mixture and the conditional one of "class 0"
-# (q_u^(1 - w) q_c^w is a proper density when var_c < w / (w - 1) var_u in each mode; at w = 3 it puts ~31% of the
-# mass at x > 0, guided sampling without weights ~49%)
-UNCOND = GaussianMixture([0.5, 0.5], [[-2.0], [2.0]], [[[0.25]], [[0.25]]])
-COND = GaussianMixture([0.5, 0.5], [[-2.0], [2.0]], [[[0.06]], [[0.32]]])
-
-
-def conditional_model(schedule):
-    """model(x, t, labels): label 0 -> COND's exact eps, label 1 (the null label) -> UNCOND's."""
-    cond, free = COND.eps_model(schedule), UNCOND.eps_model(schedule)
-
-    def model(x, t, labels):
-        return torch.where((labels == 0).reshape(-1, 1), cond(x, t), free(x, t))
-
-    return model
+MIX = GaussianMixture(*ANNEAL_MIXTURE)
+PROBLEMS = fkc_problems(SCHEDULE)
 
 
 def cfg_denoiser(n: int, scale: float) -> Denoiser:
-    return Denoiser(conditional_model(SCHEDULE), SCHEDULE, labels=torch.zeros(n, dtype=torch.long),
+    return Denoiser(class_model(SCHEDULE), SCHEDULE, labels=torch.zeros(n, dtype=torch.long),
                     guidance_scale=scale, uncond_label=1)
 
 
@@ -143,7 +126,7 @@ def test_bad_settings_are_refused_by_name():
     with pytest.raises(ValueError, match="a pair of models is for target 'product'"):
         build_sampler("fkc").sample((model, model), noise(4), 10, SCHEDULE)
     with pytest.raises(ValueError, match="must share one label"):
-        den = Denoiser(conditional_model(SCHEDULE), SCHEDULE, labels=torch.tensor([0, 1, 0, 0]), guidance_scale=2.0,
+        den = Denoiser(class_model(SCHEDULE), SCHEDULE, labels=torch.tensor([0, 1, 0, 0]), guidance_scale=2.0,
                        uncond_label=1)
         build_sampler("fkc", target="cfg", num_particles=2).sample(den, noise(4), 10, SCHEDULE)
     with pytest.raises(ValueError, match="labels and uncond_label"):
@@ -186,47 +169,31 @@ def _mode_weight(x: torch.Tensor) -> tuple[float, float]:
     return float(per_population.mean()), float(per_population.std() / math.sqrt(len(per_population)))
 
 
-def _check(model, options: dict, exact_mass: float, exact_draws):
-    fkc, plain = _run(model, options), _run(model, {**options, "weights": False})
+@pytest.mark.parametrize("name", ["anneal_beta2", "anneal_beta0.5", "product", "cfg_w3"])
+def test_exact_mode_weights_and_energy_distance(name):
+    problem = PROBLEMS[name]
+    model = problem.models(N)
+    fkc, plain = _run(model, problem.options), _run(model, {**problem.options, "weights": False})
     (m_fkc, se_fkc), (m_plain, _) = _mode_weight(fkc), _mode_weight(plain)
+    exact = problem.mass_above_zero
     tol = 4 * se_fkc + 0.02
-    assert abs(m_fkc - exact_mass) < tol, (m_fkc, exact_mass, tol)
-    assert abs(m_plain - exact_mass) > max(tol, 0.1), (m_plain, exact_mass, tol)
-    reference, second = exact_draws(1), exact_draws(2)
+    assert abs(m_fkc - exact) < tol, (m_fkc, exact, tol)
+    assert abs(m_plain - exact) > max(tol, 0.1), (m_plain, exact, tol)
+    reference, second = (problem.draws(N, torch.Generator().manual_seed(s)) for s in (1, 2))
     floor = energy_distance(reference, second)
     assert energy_distance(fkc, reference) < 5 * floor + 0.01
     assert energy_distance(plain, reference) > 20 * floor
-    return m_fkc, m_plain
-
-
-@pytest.mark.parametrize("beta", [2.0, 0.5])
-def test_annealed_mixture_mode_weights_and_energy_distance(beta):
-    exact = GeometricGrid([(noised(MIX, SCHEDULE, T_MIN), beta)])
-    m_fkc, m_plain = _check(MIX.eps_model(SCHEDULE), {"beta": beta}, exact.mass_above(),
-                            lambda s: exact.sample(N, torch.Generator().manual_seed(s)))
-    # the two directions: the unweighted SDE keeps too much mass in the wide mode at beta = 2, too little at 0.5
-    assert (m_plain > exact.mass_above()) == (beta > 1)
-
-
-def test_product_of_experts_matches_the_closed_form_product():
-    exact = product(noised(EXPERT_A, SCHEDULE, T_MIN), noised(EXPERT_B, SCHEDULE, T_MIN))
-    _check((EXPERT_A.eps_model(SCHEDULE), EXPERT_B.eps_model(SCHEDULE)), {"target": "product"}, mass_above(exact),
-           lambda s: exact.sample(N, torch.Generator().manual_seed(s)))
-
-
-def test_guidance_targets_the_geometric_average():
-    w = 3.0
-    exact = GeometricGrid([(noised(UNCOND, SCHEDULE, T_MIN), 1 - w), (noised(COND, SCHEDULE, T_MIN), w)])
-    _check(cfg_denoiser(N, w), {"target": "cfg"}, exact.mass_above(),
-           lambda s: exact.sample(N, torch.Generator().manual_seed(s)))
+    if name.startswith("anneal"):
+        # the two directions: without weights the wide mode keeps too much mass at beta = 2, too little at 0.5
+        assert (m_plain > exact) == (problem.options["beta"] > 1)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", range(8))
 def test_heun_proposal_on_the_annealed_mixture(seed):
-    exact = GeometricGrid([(noised(MIX, SCHEDULE, T_MIN), 2.0)])
-    m, se = _mode_weight(_run(MIX.eps_model(SCHEDULE), {"beta": 2.0, "proposal": "heun"}, seed=seed))
-    assert abs(m - exact.mass_above()) < 4 * se + 0.02
+    problem = PROBLEMS["anneal_beta2"]
+    m, se = _mode_weight(_run(problem.models(N), {**problem.options, "proposal": "heun"}, seed=seed))
+    assert abs(m - problem.mass_above_zero) < 4 * se + 0.02
 
 
 def test_the_evaluation_section_takes_fkc_like_any_sampler():
@@ -248,3 +215,10 @@ def test_the_evaluation_section_takes_fkc_like_any_sampler():
     module = SimpleNamespace(conditional=True, hparams=SimpleNamespace(num_classes=10))
     labels = ImageTask._labels(None, module, range(8), population=4)
     assert labels.tolist() == [0, 0, 0, 0, 1, 1, 1, 1], "one label per population"
+
+
+def test_the_closed_form_product_agrees_with_the_grid():
+    a, b = (GaussianMixture(*e) for e in EXPERTS)
+    grid = GeometricGrid([(a, 1.0), (b, 1.0)])
+    assert mass_above(product(a, b)) == pytest.approx(grid.mass_above(), abs=1e-5)
+    assert mass_above(product(a, b), threshold=-1.0) == pytest.approx(grid.mass_above(-1.0), abs=1e-5)
