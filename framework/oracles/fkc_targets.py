@@ -77,10 +77,18 @@ class GeometricGrid:
         return (self.x[i - 1] + frac * (self.x[i] - self.x[i - 1])).unsqueeze(1)
 
 
-def energy_distance(a: torch.Tensor, b: torch.Tensor) -> float:
-    """2 E|X - Y| - E|X - X'| - E|Y - Y'| between the rows of a and b (V-statistic, 0 iff equal laws)."""
+def energy_distance(a: torch.Tensor, b: torch.Tensor, b_self: Optional[float] = None) -> float:
+    """2 E|X - Y| - E|X - X'| - E|Y - Y'| between the rows of a and b (V-statistic, 0 iff equal laws).
+
+    `b_self`: E|Y - Y'| of b when already known (`self_distance(b)`), for many a against one b."""
     a, b = a.to(torch.float64).flatten(1), b.to(torch.float64).flatten(1)
-    return float(2 * torch.cdist(a, b).mean() - torch.cdist(a, a).mean() - torch.cdist(b, b).mean())
+    return float(2 * torch.cdist(a, b).mean() - torch.cdist(a, a).mean()) - (self_distance(b) if b_self is None else b_self)
+
+
+def self_distance(b: torch.Tensor) -> float:
+    """E|Y - Y'| over the rows of b (the V-statistic, pairs with themselves included)."""
+    b = b.to(torch.float64).flatten(1)
+    return float(torch.cdist(b, b).mean())
 
 
 # --- the FKC test problems: 1-D mixtures whose targets the unweighted SDE gets measurably wrong --------------------
