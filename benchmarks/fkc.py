@@ -9,7 +9,8 @@ wall time per particle (the NFE per particle is the same for both: `--nfe`).
 
 Digits (`--digits CKPT`, a class-conditional checkpoint): guided sampling at a few scales w with and without
 FKC's weights (target cfg, populations of `--digits-particles` particles sharing one label): the accuracy of
-the project's digit classifier on the requested labels, and FID/KID against the training digits.
+the project's digit classifier on the requested labels, FID/KID against the training digits, and how many of
+the samples are distinct (the final resampling returns copies of the fittest particles).
 
     python -m benchmarks.fkc [--out DIR] [--particles 8 16 ... 4096] [--total 16384] [--nfe 200]
     python -m benchmarks.fkc --digits runs/digits_cond/checkpoints/last.ckpt --scales 1 2 4 --num-samples 1000
@@ -141,6 +142,7 @@ def plot_mixtures(rows: Sequence[dict], path: Path) -> None:
             ax.set_ylabel("mode-weight RMSE" if i == 0 else "energy distance to exact")
             ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=8)
+    axes[1][0].legend(fontsize=8)
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
@@ -183,10 +185,11 @@ def run_digits(ckpt: str, out: Path, scales: Sequence[float], num_samples: int, 
             quality = metric.compute()
             with torch.no_grad():
                 acc = float((classifier(samples.float().clamp(-1, 1)).argmax(-1) == labels).float().mean())
-            rows.append({"scale": w, "sampler": "fkc" if weights else "guided sde", "accuracy": acc,
+            distinct = int(torch.unique(samples.flatten(1), dim=0).shape[0])
+            rows.append({"scale": w, "sampler": "fkc" if weights else "guided sde", "accuracy": acc, "distinct": distinct,
                          "fid": quality["fid"], "kid": quality["kid_mean"], "kid_std": quality["kid_std"],
                          "nfe": stats["nfe"], "seconds_per_sample": seconds / num_samples})
-            print(f"w={w:g} {rows[-1]['sampler']:10s} accuracy {acc:.3f} FID {quality['fid']:.2f} "
+            print(f"w={w:g} {rows[-1]['sampler']:10s} accuracy {acc:.3f} distinct {distinct} FID {quality['fid']:.2f} "
                   f"KID {quality['kid_mean']:.3f} +- {quality['kid_std']:.3f} ({seconds:.0f} s)", flush=True)
     write_table(rows, out / "digits.csv", out / "digits.md")
     write_json(out / "digits.json", {"checkpoint": ckpt, "num_samples": num_samples, "nfe": nfe, "particles": particles,

@@ -201,7 +201,8 @@ class Sampler(SamplerBase):
     ) -> torch.Tensor:
         """Integrate from x_T at t_max to t_min with `nfe` network evaluations.
 
-        `model`: a Denoiser, or a callable model(x, t) predicting noise. `generator`: a
+        `model`: a Denoiser, or a callable model(x, t) predicting noise (a sampler with `experts` = 2, FKC's
+        product, takes a pair of them). `generator`: a
         torch.Generator, or a list with one per sample (stochastic samplers only).
         `timesteps`: an explicit decreasing grid (then `nfe` may be None; if given it must match).
         `callback`: called after every step with a dict(i, t, t_next, x, x0).
