@@ -66,7 +66,7 @@ def resample_indices(log_w: torch.Tensor, method: str, u: torch.Tensor) -> torch
     cdf = torch.cumsum(w, -1)
     cdf[:, -1] = 1.0  # rounding must not leave a position past the last bin
     idx = torch.searchsorted(cdf.to(positions.device), positions.contiguous(), right=True)
-    return idx.clamp_(max=k - 1)
+    return idx.clamp_(max=k - 1).to(log_w.device)
 
 
 def draw_uniforms(method: str, populations: int, particles: int, generator: GeneratorLike = None) -> torch.Tensor:
