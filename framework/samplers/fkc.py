@@ -189,6 +189,9 @@ class FKC(Sampler):
         target, k = self.target(experts), int(self.options["num_particles"])
         populations = _populations(x.shape[0], k)
         _check_labels(experts, target, populations, k)
+        if self.options["weights"] and k == 1 and target.weighted():
+            raise ValueError(f"sampler 'fkc': weights with num_particles=1 change nothing (guidance_scale "
+                             f"{target.beta:g}); allowed: num_particles >= 2, or weights=false for the guided SDE")
         weighted = bool(self.options["weights"]) and k > 1 and target.weighted()
         resampler = _Resampler(self.options, populations, k, generator) if weighted else None
         x = x * target.prior_std()

@@ -129,6 +129,8 @@ def test_bad_settings_are_refused_by_name():
         den = Denoiser(class_model(SCHEDULE), SCHEDULE, labels=torch.tensor([0, 1, 0, 0]), guidance_scale=2.0,
                        uncond_label=1)
         build_sampler("fkc", target="cfg", num_particles=2).sample(den, noise(4), 10, SCHEDULE)
+    with pytest.raises(ValueError, match=r"num_particles=1 change nothing \(guidance_scale 2\)"):
+        build_sampler("fkc", target="cfg").sample(cfg_denoiser(4, 2.0), noise(4), 10, SCHEDULE)
     with pytest.raises(ValueError, match="labels and uncond_label"):
         Denoiser(model, SCHEDULE).guidance_pair(noise(2), 0.5)
 
