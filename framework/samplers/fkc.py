@@ -20,9 +20,9 @@ equation written out in docs/fkc.md:
 The step: with F = log(alpha_t / alpha_s) (= int of -f over the step, and int g^2 = 2 F), Euler-Maruyama
 in the integrated coefficients, x_t = x_s + F x_s + 2 F S(x_s) + sqrt(2 F) z, and log w += 2 F r(x_s).
 `proposal="heun"` is the stochastic Heun step (predictor as above, corrector averaging both increments
-with the same z) whose weight uses the stage-averaged scores, as the official image code averages them
-(that code's Heun step is EDM's deterministic one; here it stays an SDE so that copies made by
-resampling separate again). With beta = 1 (anneal), w = 1 (cfg), or `weights=False`, the loop is the
+with the same z) whose log-weight increment averages the rates at both points (the official image code's
+Heun step is EDM's deterministic one and averages the scores before the norm; here it stays an SDE so that
+copies made by resampling separate again; docs/fkc.md compares the two). With beta = 1 (anneal), w = 1 (cfg), or `weights=False`, the loop is the
 plain reverse SDE of the drift, draw for draw.
 """
 
