@@ -27,7 +27,9 @@ def parse_options(items) -> dict:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--ckpt", required=True, help="checkpoint written by train.py")
+    p.add_argument("--ckpt", required=True, action="append",
+                   help="checkpoint written by train.py; give it twice for a product of two models "
+                        "(--sampler fkc --option target=product)")
     p.add_argument("--sampler", default=None, help="sampler name (see --list); required unless --calibrate-dc alone")
     p.add_argument("--nfe", type=int, default=None, help="number of network evaluations")
     p.add_argument("--option", action="append", default=[], help="sampler option key=value (repeatable)")
@@ -37,7 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="samples", help="output directory")
     p.add_argument("--device", default="cpu")
     p.add_argument("--label", type=int, default=None, help="class label (class-conditional models)")
-    p.add_argument("--guidance-scale", type=float, default=1.0, help="classifier-free guidance scale")
+    p.add_argument("--guidance-scale", type=float, default=1.0,
+                   help="classifier-free guidance scale (with --sampler fkc --option target=cfg: the exponent w of "
+                        "q_u^(1-w) q_c^w)")
     p.add_argument("--evaluate", action="store_true",
                    help="also compute the evaluation metrics (table, plot) under <out>/eval/cli; "
                         "with --sampler config: every sampler and NFE of the checkpoint's evaluation section")
@@ -67,7 +71,9 @@ def main(argv=None) -> int:
             raise ValueError("--num-samples and --batch-size must be positive")
         from framework.experiments import load_checkpoint
 
+        args.ckpt, more = args.ckpt[0], args.ckpt[1:]
         experiment, module = load_checkpoint(args.ckpt)
+        args.expert_paths, args.experts = more, [load_checkpoint(path)[1].eval() for path in more]
         module.eval()
         experiment.sample(args, module)
         return 0

@@ -63,3 +63,31 @@ def test_bad_input_gives_one_line_error(tiny_run, args, message):
     lines = [l for l in proc.stderr.strip().splitlines() if l.strip()]
     assert lines and lines[-1].startswith("error:") and message in lines[-1], proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr
+
+
+def test_sample_cli_fkc_product_of_two_checkpoints(tiny_run, tmp_path):
+    ckpt = str(tiny_run / "checkpoints" / "last.ckpt")
+    proc = run("sample.py", "--ckpt", ckpt, "--ckpt", ckpt, "--sampler", "fkc", "--option", "target=product",
+               "--option", "num_particles=4", "--nfe", "6", "--num-samples", "8", "--batch-size", "8", "--out", str(tmp_path))
+    assert "wrote 8 samples (fkc, nfe=6" in proc.stdout
+    one = run("sample.py", "--ckpt", ckpt, "--ckpt", ckpt, "--sampler", "ddim", "--nfe", "3", check=False)
+    assert one.returncode == 2 and "--ckpt given 2 time(s), but sampler 'ddim' with these options takes 1 model(s)" in one.stderr
+
+
+@pytest.fixture(scope="module")
+def tiny_conditional(tmp_path_factory):
+    out = tmp_path_factory.mktemp("tiny_cond")
+    run("train.py", "configs/tiny.yaml", f"out_dir={out}", "model.class_conditional=true")
+    return out / "checkpoints" / "last.ckpt"
+
+
+@pytest.mark.slow
+def test_sample_cli_fkc_guidance_with_label(tiny_conditional, tmp_path):
+    proc = run("sample.py", "--ckpt", str(tiny_conditional), "--sampler", "fkc", "--option", "target=cfg",
+               "--option", "num_particles=4", "--label", "3", "--guidance-scale", "2.0", "--nfe", "4",
+               "--num-samples", "8", "--batch-size", "4", "--out", str(tmp_path))
+    assert "wrote 8 samples (fkc, nfe=4" in proc.stdout
+    bad = run("sample.py", "--ckpt", str(tiny_conditional), "--sampler", "fkc", "--option", "target=cfg",
+              "--option", "num_particles=4", "--label", "3", "--guidance-scale", "2.0", "--nfe", "4",
+              "--num-samples", "8", "--batch-size", "6", "--out", str(tmp_path), check=False)
+    assert bad.returncode == 2 and "batch_size=6 must be a multiple of the sampler's population of 4" in bad.stderr

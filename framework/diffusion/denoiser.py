@@ -60,13 +60,30 @@ class Denoiser:
         labels = self.labels
         if self.guidance_scale == 1.0 or labels is None:
             return self._call(x, t, labels)
+        cond, free = self._pair(x, t, labels)
+        return free + self.guidance_scale * (cond - free)
+
+    def _pair(self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(conditional, unconditional) raw predictions: one call of twice the batch (1 NFE) or two calls (2 NFE)."""
         uncond = torch.full_like(labels, self.uncond_label)
         if self.batch_guidance:
-            both = self._call(torch.cat([x, x]), torch.cat([t, t]), torch.cat([labels, uncond]))
-            cond, free = both.chunk(2)
-        else:
-            cond, free = self._call(x, t, labels), self._call(x, t, uncond)
-        return free + self.guidance_scale * (cond - free)
+            cond, free = self._call(torch.cat([x, x]), torch.cat([t, t]), torch.cat([labels, uncond])).chunk(2)
+            return cond, free
+        return self._call(x, t, labels), self._call(x, t, uncond)
+
+    def guidance_pair(self, x: torch.Tensor, t, kind: str = "eps") -> tuple[torch.Tensor, torch.Tensor]:
+        """The conditional and the unconditional prediction, each as `kind`, counted like guided `raw`
+        (FKC's geometric-average target needs both, not only their guided combination)."""
+        if kind not in PREDICTIONS:
+            raise ValueError(f"prediction kind {kind!r} is not one of {', '.join(PREDICTIONS)}")
+        if self.labels is None or self.uncond_label is None:
+            raise ValueError("the conditional and unconditional predictions need a Denoiser built with labels and uncond_label")
+        t = torch.as_tensor(t, dtype=x.dtype, device=x.device).expand(x.shape[0]).contiguous()
+        pair = self._pair(x, t, self.labels)
+        if kind == self.prediction:
+            return pair
+        alpha, sigma = self.coefficients(x, t)
+        return tuple(convert(p, x, alpha, sigma, self.prediction, kind) for p in pair)
 
     # --- parameterisations ----------------------------------------------------
     def coefficients(self, x: torch.Tensor, t) -> tuple[torch.Tensor, torch.Tensor]:

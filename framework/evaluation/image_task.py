@@ -62,12 +62,13 @@ class ImageTask:
             self.info.update(ref_err_solver=self.solver.sampler, ref_err_nfe=self.solver.nfe, ref_err_num_samples=self.ref_count)
         return self.info
 
-    def _labels(self, module, indices: Sequence[int]) -> Optional[torch.Tensor]:
-        """Class labels i % num_classes for sample i of a class-conditional model (balanced, shard-independent)."""
+    def _labels(self, module, indices: Sequence[int], population: int = 1) -> Optional[torch.Tensor]:
+        """Class labels (i // population) % num_classes for sample i of a class-conditional model (balanced,
+        shard-independent; a sampler over populations of consecutive samples gets one label per population)."""
         if not module.conditional:
             return None
         num_classes = int(module.hparams.num_classes)
-        return torch.tensor([i % num_classes for i in indices], dtype=torch.long)
+        return torch.tensor([(i // population) % num_classes for i in indices], dtype=torch.long)
 
     def start(self, module, indices: Sequence[int]) -> None:
         """Before the samplers run (EMA weights in place): the reference solution of this rank's samples
@@ -113,7 +114,7 @@ class ImageTask:
         """
         indices = list(indices)
         padded = fill_last_batch(indices, self.settings.num_samples, self.settings.batch_size)
-        labels = self._labels(module, padded)
+        labels = self._labels(module, padded, sampler.population)
         samples, stats = generate_samples(
             module.net, module.schedule, sampler, nfe, padded, self.settings.seed, module.data_shape,
             batch_size=self.settings.batch_size, device=module.device, prediction=module.prediction, labels=labels,

@@ -101,9 +101,14 @@ def evaluation_settings(section: Optional[dict], family: str = "continuous",
     duplicates = sorted({x for x in labels if labels.count(x) > 1})
     if duplicates:
         raise ValueError(f"evaluation samplers share the label(s) {', '.join(duplicates)}; give each a distinct `label`")
+    batch_size = _positive_int("batch_size", s["batch_size"])
+    for e in entries:
+        if batch_size % e.sampler.population:
+            raise ValueError(f"evaluation.batch_size={batch_size} must be a multiple of sampler {e.label!r}'s population "
+                             f"of {e.sampler.population} samples (num_particles)")
     return EvaluationSettings(
         entries=entries, num_samples=_positive_int("num_samples", s["num_samples"], 2),
-        batch_size=_positive_int("batch_size", s["batch_size"]), seed=_positive_int("seed", s["seed"], 0),
+        batch_size=batch_size, seed=_positive_int("seed", s["seed"], 0),
         every_n_val_epochs=_positive_int("every_n_val_epochs", s["every_n_val_epochs"], 0), after_fit=s["after_fit"],
         grid_size=_positive_int("grid_size", s["grid_size"], 0), save_samples=s["save_samples"],
         guidance_scale=float(s.get("guidance_scale", 1.0)), out_subdir=str(s["out_subdir"]),

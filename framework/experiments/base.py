@@ -102,13 +102,20 @@ class Experiment:
         --sampler config only the checkpoint's evaluation set runs. The evaluation is validated first, so a
         bad request fails before anything is sampled."""
         self.check_cli(args)
+        models = 1 + len(getattr(args, "experts", []))
+        if models > 1 and args.evaluate:
+            raise ValueError("--evaluate takes one --ckpt (the evaluation scores one checkpoint's samplers)")
         if getattr(args, "calibrate_dc", False):
             self.calibrate_cli(args, module)
             if args.sampler is None:
                 return
         evaluation = self.cli_evaluation(args) if args.evaluate else None
         if args.sampler != "config" or evaluation is None:
-            self.write_samples(args, module, self.check_sampler(args.sampler, args.options))
+            sampler = self.check_sampler(args.sampler, args.options)
+            if sampler.experts != models:
+                raise ValueError(f"--ckpt given {models} time(s), but sampler {args.sampler!r} with these options takes "
+                                 f"{sampler.experts} model(s) (two: --sampler fkc --option target=product)")
+            self.write_samples(args, module, sampler)
         if evaluation is not None:
             self.evaluate_cli(args, module, evaluation)
 

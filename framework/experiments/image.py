@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from contextlib import ExitStack
 from pathlib import Path
 
 import numpy as np
@@ -158,10 +159,17 @@ class ImageExperiment(Experiment):
                 raise ValueError("--label needs a class-conditional model (model.class_conditional=true)")
             labels = torch.full((args.num_samples,), int(args.label), dtype=torch.long)
         device = torch.device(args.device)
-        module.to(device)
-        with module.ema_weights():
+        modules = [module, *getattr(args, "experts", [])]
+        for other in modules[1:]:
+            if other.schedule.to_config() != module.schedule.to_config() or other.prediction != module.prediction:
+                raise ValueError("--ckpt: the checkpoints of a product must share the schedule and the prediction type")
+        with ExitStack() as stack:
+            for m in modules:
+                m.to(device)
+                stack.enter_context(m.ema_weights())
+            nets = modules[0].net if len(modules) == 1 else tuple(m.net for m in modules)
             samples, stats = generate_samples(
-                module.net, module.schedule, sampler, args.nfe, range(args.num_samples), args.seed, module.data_shape,
+                nets, module.schedule, sampler, args.nfe, range(args.num_samples), args.seed, module.data_shape,
                 batch_size=args.batch_size, device=device, prediction=module.prediction, labels=labels,
                 guidance_scale=args.guidance_scale, uncond_label=getattr(module.net, "null_label", None), progress=True,
             )
@@ -173,7 +181,8 @@ class ImageExperiment(Experiment):
         atomic_write_bytes(out / f"{name}.npz", buf.getvalue())
         write_json(out / f"{name}.json", {"sampler": sampler.to_config(), "nfe": stats["nfe"], "seed": args.seed,
                                           "num_samples": args.num_samples, "seconds": stats["seconds"],
-                                          "checkpoint": str(args.ckpt)})
+                                          "checkpoint": str(args.ckpt),
+                                          "experts": [str(p) for p in getattr(args, "expert_paths", [])]})
         print(f"wrote {len(samples)} samples ({sampler.name}, nfe={stats['nfe']}, {stats['seconds']:.2f}s) to {out / (name + '.png')}")
 
     def cli_evaluation(self, args) -> dict:

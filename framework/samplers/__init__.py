@@ -10,6 +10,7 @@ from . import ddim  # noqa: F401  (registers ddpm, ddim)
 from . import deis, pndm  # noqa: F401  (registers deis, ipndm, pndm)
 from . import dpm_solver, unipc  # noqa: F401  (registers dpmsolver++, unipc)
 from . import dc_solver  # noqa: F401  (registers dc_solver: UniPC with dynamic compensation)
+from . import fkc  # noqa: F401  (registers fkc: Feynman-Kac correctors with SMC resampling)
 from . import masked  # noqa: F401  (registers mdlm_tstep, fhs, fhs_parallel: token samplers)
 from . import time_shift  # noqa: F401  (registers ts_ddpm, ts_ddim, ts_pndm, ts_fpndm, ts_dpmsolver, ts_deis)
 from .base import FAMILIES, Option, Sampler, SamplerBase

@@ -107,6 +107,10 @@ class SamplerBase:
     family: str = ""
     OPTIONS: dict[str, Option] = {}
     COMMON_OPTIONS: dict[str, Option] = {}
+    #: how many models `sample` takes (a tuple when > 1)
+    experts: int = 1
+    #: how many consecutive samples form one population that is sampled jointly (1: every sample alone)
+    population: int = 1
 
     def __init__(self, **options: Any):
         spec = self.option_spec()
@@ -165,6 +169,8 @@ class Sampler(SamplerBase):
     evals_per_step: int = 1
     #: whether the method draws noise along the way (then it does not solve the probability-flow ODE)
     stochastic: bool = False
+    #: network evaluations the final x0 prediction costs (with final_denoise)
+    final_evals: int = 1
 
     def __init__(self, **options: Any):
         super().__init__(**options)
@@ -184,22 +190,25 @@ class Sampler(SamplerBase):
                          data_var=float(o["ts_data_var"]), apply=o["ts_apply"])
 
     # --- NFE accounting --------------------------------------------------------
+    def _final_nfe(self) -> int:
+        return self.final_evals * int(self.options["final_denoise"])
+
     def min_nfe(self) -> int:
-        return self.evals_per_step + int(self.options["final_denoise"])
+        return self.evals_per_step + self._final_nfe()
 
     def steps_for_nfe(self, nfe: int) -> int:
         """Number of grid intervals an NFE budget buys; raise ValueError when the method cannot use it exactly."""
-        budget = nfe - int(self.options["final_denoise"])
+        budget = nfe - self._final_nfe()
         if budget < self.evals_per_step or budget % self.evals_per_step:
             raise ValueError(
                 f"sampler {self.name!r}: nfe={nfe} is not allowed; allowed: "
-                f"{self.evals_per_step} x steps{' + 1 (final_denoise)' if self.options['final_denoise'] else ''}, "
+                f"{self.evals_per_step} x steps{f' + {self._final_nfe()} (final_denoise)' if self._final_nfe() else ''}, "
                 f"at least {self.min_nfe()}"
             )
         return budget // self.evals_per_step
 
     def nfe_for_steps(self, steps: int) -> int:
-        return steps * self.evals_per_step + int(self.options["final_denoise"])
+        return steps * self.evals_per_step + self._final_nfe()
 
     def check_nfe(self, nfe: Any, length: Optional[int] = None) -> int:
         """`nfe` if the method can spend exactly that many evaluations (`length` is ignored)."""
@@ -225,14 +234,15 @@ class Sampler(SamplerBase):
     ) -> torch.Tensor:
         """Integrate from x_T at t_max to t_min with `nfe` network evaluations.
 
-        `model`: a Denoiser, or a callable model(x, t) predicting noise. `generator`: a
+        `model`: a Denoiser, or a callable model(x, t) predicting noise (a sampler with `experts` = 2, FKC's
+        product, takes a pair of them). `generator`: a
         torch.Generator, or a list with one per sample (stochastic samplers only).
         `timesteps`: an explicit decreasing grid (then `nfe` may be None; if given it must match).
         `callback`: called after every step with a dict(i, t, t_next, x, x0), plus t_shift (float64 [batch],
         the times of the step's latest network evaluation at a grid node) when time_shift is on.
         """
         check_continuous_inputs(x_T, schedule, generator)
-        denoiser = as_denoiser(model, schedule)
+        denoiser = self.as_denoiser(model, schedule)
         if timesteps is None:
             grid = self.timesteps(nfe, schedule, device=x_T.device)
         else:
@@ -246,11 +256,19 @@ class Sampler(SamplerBase):
         steps = _progress(len(grid) - 1, progress, self.name)
         x = self.solve(denoiser, x_T, grid, generator=generator, callback=callback, steps=steps)
         if self.options["final_denoise"]:
-            x = denoiser.x0(x, grid[-1])
+            x = self.final_x0(denoiser, x, grid[-1])
         used = denoiser.nfe - start
         if used != self.nfe_for_steps(len(grid) - 1):
             raise RuntimeError(f"sampler {self.name!r} used {used} evaluations, promised {self.nfe_for_steps(len(grid) - 1)}")
         return x
+
+    def as_denoiser(self, model, schedule: VPSchedule) -> Denoiser:
+        """What `solve` receives for `model` (a Denoiser, or a bare noise-prediction callable wrapped in one)."""
+        return as_denoiser(model, schedule)
+
+    def final_x0(self, denoiser: Denoiser, x: torch.Tensor, t) -> torch.Tensor:
+        """The final_denoise output: the model's x0 prediction at the grid's last time."""
+        return denoiser.x0(x, t)
 
     def solve(self, denoiser: Denoiser, x: torch.Tensor, grid: torch.Tensor, generator=None, callback=None, steps=None):
         raise NotImplementedError

@@ -44,21 +44,30 @@ def generate_samples(
 ) -> tuple[torch.Tensor, dict]:
     """Samples for the given global indices, in index order, and stats {'nfe', 'seconds'}.
 
-    `labels`: one class label per index (same order) for conditional models, or None.
+    `labels`: one class label per index (same order) for conditional models, or None. `network`: one
+    network, or a tuple of networks on the same schedule for a sampler that combines models (FKC's
+    product); a sampler over populations (`population` > 1) needs `batch_size` to be a multiple of it, so
+    that a population is always the same consecutive indices.
     """
     indices = list(indices)
+    networks = network if isinstance(network, tuple) else (network,)
+    population = getattr(sampler, "population", 1)
+    if batch_size % population:
+        raise ValueError(f"batch_size={batch_size} must be a multiple of the sampler's population of {population} "
+                         f"samples (num_particles), so that a population does not depend on the batch")
     outs, seconds, nfe_used = [], 0.0, 0
     for start in range(0, len(indices), batch_size):
         chunk = indices[start : start + batch_size]
         gens = sample_generators(seed, chunk, device="cpu")
         x_T = randn((len(chunk), *shape), gens, dtype=dtype).to(device)
         chunk_labels = None if labels is None else labels[start : start + len(chunk)].to(device)
-        den = Denoiser(network, schedule, prediction=prediction, labels=chunk_labels,
-                       guidance_scale=guidance_scale, uncond_label=uncond_label)
+        dens = [Denoiser(net, schedule, prediction=prediction, labels=chunk_labels, guidance_scale=guidance_scale,
+                         uncond_label=uncond_label) for net in networks]
         t0 = time.perf_counter()
-        x = sampler.sample(den, x_T, nfe, schedule, generator=gens, progress=progress, timesteps=timesteps)
+        x = sampler.sample(dens[0] if len(dens) == 1 else tuple(dens), x_T, nfe, schedule, generator=gens,
+                           progress=progress, timesteps=timesteps)
         seconds += time.perf_counter() - t0
-        nfe_used = den.nfe
+        nfe_used = sum(d.nfe for d in dens)
         outs.append(x.cpu())
     samples = torch.cat(outs) if outs else torch.empty(0, *shape)
     return samples, {"nfe": nfe_used, "seconds": seconds}

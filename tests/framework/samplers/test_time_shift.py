@@ -13,7 +13,7 @@ from framework.oracles import GaussianMixture
 from framework.samplers import available_samplers, build_sampler, sampler_class
 
 SCHEDULE = DiscreteVPSchedule.linear()
-CONTINUOUS = [n for n in available_samplers("continuous") if not n.startswith("ts_")]
+CONTINUOUS = [n for n in available_samplers("continuous") if not n.startswith("ts_") and n != "fkc"]
 VARIANTS = ["ts_ddpm", "ts_ddim", "ts_pndm", "ts_fpndm", "ts_dpmsolver", "ts_deis"]
 
 
@@ -167,3 +167,5 @@ def test_bad_time_shift_options_name_the_setting():
         build_sampler("ts_ddim", ts_apply="both")
     with pytest.raises(ValueError, match="ts_window=-1 is not allowed"):
         build_sampler("ts_ddim", ts_window=-1)
+    with pytest.raises(ValueError, match="sampler 'fkc': option time_shift=True is not allowed"):
+        build_sampler("fkc", time_shift=True)
