@@ -8,7 +8,7 @@ Importing this package does not import Lightning or any network class.
 
 from . import ddim  # noqa: F401  (registers ddpm, ddim)
 from . import deis, pndm  # noqa: F401  (registers deis, ipndm, pndm)
-from . import dpm_solver, unipc  # noqa: F401  (registers dpmsolver++, unipc)
+from . import dpm_solver, unipc, usf  # noqa: F401  (registers dpmsolver++, unipc, usf)
 from . import masked  # noqa: F401  (registers mdlm_tstep, fhs, fhs_parallel: token samplers)
 from .base import FAMILIES, Option, Sampler, SamplerBase
 from .grids import GRID_KINDS, make_grid, validate_grid
