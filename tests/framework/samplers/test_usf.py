@@ -30,7 +30,6 @@ def test_difference_estimators_recover_derivatives_of_polynomials_in_lambda(n):
     """With n points, every derivative k <= n of a degree-n polynomial is exact (USF eq. 6)."""
     g = torch.Generator().manual_seed(n)
     coeffs = torch.randn(n + 1, generator=g, dtype=torch.float64).tolist()
-    lam_s = 0.7
     offsets = [-0.4 * j - 0.1 * j * j for j in range(1, n + 1)]  # uneven, like a real grid
 
     def poly(u):  # in u = lambda - lam_s, so the k-th derivative at lam_s is k! coeffs[k]
