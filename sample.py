@@ -28,7 +28,7 @@ def parse_options(items) -> dict:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--ckpt", required=True, help="checkpoint written by train.py")
-    p.add_argument("--sampler", required=True, help="sampler name (see --list)")
+    p.add_argument("--sampler", default=None, help="sampler name (see --list); required unless --search-solver")
     p.add_argument("--nfe", type=int, default=None, help="number of network evaluations")
     p.add_argument("--option", action="append", default=[], help="sampler option key=value (repeatable)")
     p.add_argument("--num-samples", type=int, default=64)
@@ -41,6 +41,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--evaluate", action="store_true",
                    help="also compute the evaluation metrics (table, plot) under <out>/eval/cli; "
                         "with --sampler config: every sampler and NFE of the checkpoint's evaluation section")
+    p.add_argument("--search-solver", action="store_true",
+                   help="S3-search a USF solver schedule at --nfe for this checkpoint (settings: evaluation.solver_search) "
+                        "and save it next to it as usf_s3_nfe<k>.json; sample with --sampler usf --option schedule=<path>")
+    p.add_argument("--budget", type=int, default=None,
+                   help="with --search-solver: true evaluations (default: evaluation.solver_search.budget)")
     return p
 
 
@@ -56,6 +61,12 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.options = parse_options(args.option)
+        if args.sampler is None and not args.search_solver:
+            raise ValueError("--sampler is required (or --search-solver)")
+        if args.sampler is not None and args.search_solver:
+            raise ValueError("--search-solver searches a schedule; give it without --sampler")
+        if args.budget is not None and (args.budget <= 0 or not args.search_solver):
+            raise ValueError("--budget must be a positive integer and goes with --search-solver")
         if args.nfe is not None and args.nfe <= 0:
             raise ValueError(f"--nfe must be a positive integer, got {args.nfe}")
         if args.num_samples <= 0 or args.batch_size <= 0:

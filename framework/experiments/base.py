@@ -97,12 +97,20 @@ class Experiment:
         """sample.py: sample with args.sampler at args.nfe into args.out; --evaluate scores them too, and with
         --sampler config only the checkpoint's evaluation set runs. The evaluation is validated first, so a
         bad request fails before anything is sampled."""
+        if getattr(args, "search_solver", False):
+            self.search_solver_cli(args, module)
+            return
         self.check_cli(args)
         evaluation = self.cli_evaluation(args) if args.evaluate else None
         if args.sampler != "config" or evaluation is None:
             self.write_samples(args, module, self.check_sampler(args.sampler, args.options))
         if evaluation is not None:
             self.evaluate_cli(args, module, evaluation)
+
+    def search_solver_cli(self, args, module) -> None:
+        """sample.py --search-solver: search a USF solver schedule for the checkpoint (continuous samplers only)."""
+        raise ValueError(f"--search-solver searches continuous solvers; this is a {self.kind!r} checkpoint, whose samplers "
+                         f"are {self.family}")
 
     def write_samples(self, args, module, sampler) -> None:
         """sample.py's outputs for one sampler (files named by sampler_label and the NFE) into args.out."""

@@ -115,7 +115,8 @@ class USF(Sampler):
     `schedule`: a mapping, a list of per-step decisions, or the path of a JSON/YAML file
     (framework.samplers.usf_schedule); it fixes the time steps and the NFE. Without one, the sampler
     runs order-3 exact-weight Taylor steps (data prediction) on `grid` at any NFE. `data_mean`: the data
-    mean (a number or a nested list of the sample shape) for the 'mean_x0' analytical first step.
+    mean (a number or a nested list of the sample shape) for the 'mean_x0' analytical first step (default:
+    the schedule's own data_mean).
     """
 
     OPTIONS = {
@@ -133,8 +134,15 @@ class USF(Sampler):
         if "grid" in self.explicit or "rho" in self.explicit:
             raise ValueError("sampler 'usf': options grid and rho apply only without a schedule (the schedule sets "
                              "the time steps)")
-        if self._schedule["first_step"] == "mean_x0" and self.options["data_mean"] is None:
-            raise ValueError("sampler 'usf': the schedule's first_step='mean_x0' needs the option data_mean")
+        if self._schedule["first_step"] == "mean_x0" and self._data_mean() is None:
+            raise ValueError("sampler 'usf': the schedule's first_step='mean_x0' needs a data mean: the option "
+                             "data_mean or the schedule's data_mean")
+
+    def _data_mean(self):
+        """The option data_mean, else the schedule's own."""
+        if self.options["data_mean"] is not None:
+            return self.options["data_mean"]
+        return None if self._schedule is None else self._schedule.get("data_mean")
 
     @property
     def schedule(self) -> Optional[dict]:
@@ -181,7 +189,7 @@ class USF(Sampler):
             return evaluate(denoiser, x, t, alpha, sigma, lam)
         if first == "zero_x0":
             return analytical_point(x, torch.zeros((), dtype=x.dtype, device=x.device), alpha, sigma, lam)
-        mean = torch.as_tensor(self.options["data_mean"], dtype=x.dtype, device=x.device)
+        mean = torch.as_tensor(self._data_mean(), dtype=x.dtype, device=x.device)
         return analytical_point(x, mean, alpha, sigma, lam)
 
     def solve(self, denoiser, x, grid, generator=None, callback=None, steps=None):

@@ -7,6 +7,8 @@ decisions that make it up. Here it is a mapping (or a JSON/YAML file holding one
     t_start:    time the solve starts at (default: the noise schedule's t_max)
     first_step: analytical first step (sec. 3.4): 'none' (evaluate the model at x_T), 'zero_x0' (take
                 x0 = 0 there) or 'mean_x0' (take x0 = the data mean); the last two save one evaluation
+    data_mean:  the data mean for 'mean_x0' (a number or a nested list of the sample shape), unless the
+                sampler's option data_mean gives it
     steps:      one mapping per step i (from t_i to t_{i+1}):
         t_next:      t_{i+1} (the time-step decision); the last one is t_min
         prediction:  'noise' or 'data': which model output is Taylor-expanded in lambda (sec. 3.1)
@@ -46,7 +48,7 @@ RELAXATIONS = ("none", "linear", "dpmsolver-2", "unipc-bh1", "unipc-bh2")
 CORRECTORS = ("none", "pseudo", "implicit")
 FIRST_STEPS = ("none", "zero_x0", "mean_x0")
 MAX_ORDER = 4
-TOP_KEYS = ("t_start", "first_step", "steps", "meta")
+TOP_KEYS = ("t_start", "first_step", "data_mean", "steps", "meta")
 STEP_KEYS = ("t_next", "prediction", "order", "derivatives", "corrector")
 DERIVATIVE_KEYS = ("points", "relaxation", "coefficient", "scale")
 CORRECTOR_KEYS = ("type", "order", "derivatives")
@@ -142,6 +144,15 @@ def _step(i: int, spec: Any) -> dict:
             "corrector": _corrector(where, spec.get("corrector", "none"), i)}
 
 
+def _mean(value: Any) -> Any:
+    flat = value
+    while isinstance(flat, (list, tuple)) and flat:
+        flat = flat[0]
+    if isinstance(value, bool) or not isinstance(flat, numbers.Real) or isinstance(flat, bool):
+        raise ValueError(f"usf schedule: data_mean must be a number or a nested list of numbers, got {type(value).__name__}")
+    return value
+
+
 def normalize_schedule(spec: Any) -> dict:
     """The fully specified schedule of a mapping, a list of steps or a JSON/YAML path; ValueError naming the step and decision."""
     if isinstance(spec, (str, Path)):
@@ -161,6 +172,8 @@ def normalize_schedule(spec: Any) -> dict:
         if not times[i + 1] < times[i]:
             raise ValueError(f"usf schedule step {i}: t_next={times[i + 1]} must be below the step's start time {times[i]} "
                              f"(time steps strictly decrease)")
+    if spec.get("data_mean") is not None:
+        out["data_mean"] = _mean(spec["data_mean"])
     if "meta" in spec:
         out["meta"] = spec["meta"]
     return out

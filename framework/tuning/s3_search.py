@@ -181,7 +181,8 @@ def s3_search(model, schedule: VPSchedule, nfe: int, x_T: torch.Tensor, budget: 
     best = min(archive, key=lambda e: e.error)
     meta = {"nfe": nfe, "error": best.error, "evaluations": len(archive), "stages": stage, "history": history,
             "predictor": settings.use_predictor, "found_at_stage": best.stage}
-    return normalize_schedule({**best.schedule, "meta": {**best.schedule.get("meta", {}), "search": meta}})
+    extra = {"data_mean": mean} if best.schedule["first_step"] == "mean_x0" else {}
+    return normalize_schedule({**best.schedule, **extra, "meta": {**best.schedule.get("meta", {}), "search": meta}})
 
 
 # --- schedules fitted to a checkpoint ---------------------------------------------------------------

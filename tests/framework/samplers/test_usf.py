@@ -120,7 +120,7 @@ def test_nfe_mismatch_and_time_range_are_refused():
         sampler.sample(MODEL, torch.zeros(2, 2), None, SCHEDULE, timesteps=torch.tensor([1.0, T_MIN]))
     with pytest.raises(ValueError, match="grid and rho apply only without a schedule"):
         build_sampler("usf", schedule=_steps(TIMES), grid="logsnr")
-    with pytest.raises(ValueError, match="needs the option data_mean"):
+    with pytest.raises(ValueError, match="needs a data mean"):
         build_sampler("usf", schedule={"first_step": "mean_x0", "steps": _steps(TIMES)})
 
 
