@@ -17,7 +17,7 @@ from ..samplers import build_from_config
 from ..samplers.generate import generate_samples
 from ..samplers.labels import sampler_label
 from ..tuning.reference import ReferenceSolver
-from ..tuning.s3_search import SearchSettings, check_fitted, search_for_network, searched_schedule_path
+from ..tuning.s3_search import SearchSettings, check_fitted, describe, search_for_network, searched_schedule_path
 from .base import Experiment
 
 DATASETS = ("digits", "files", "gmm")
@@ -183,12 +183,3 @@ def data_mean(datamodule) -> list | None:
             return getattr(datamodule, name)("train").to(torch.float64).mean(0).tolist()
     return None
 
-
-def describe(schedule: dict) -> str:
-    """A one-line summary of a USF schedule's decisions: first step, orders, predictions, correctors, relaxations."""
-    steps = schedule["steps"]
-    corr = [s["corrector"]["type"][0] if s["corrector"]["type"] != "none" else "-" for s in steps]
-    relax = sorted({s["derivatives"][0]["relaxation"] for s in steps if s["derivatives"]} - {"none"})
-    return (f"first {schedule['first_step']}, orders {''.join(str(s['order']) for s in steps)}, "
-            f"pred {''.join(s['prediction'][0] for s in steps)}, corr {''.join(corr)}"
-            + (f", relax {'/'.join(relax)}" if relax else ""))

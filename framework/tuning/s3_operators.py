@@ -22,7 +22,7 @@ from ..samplers.usf_schedule import CORRECTORS, MAX_ORDER, NEW_POINT, PREDICTION
 
 #: how far back (in grid points) the search lets a derivative estimator reach
 MAX_BACK = 4
-OPERATORS = ("time", "order", "prediction", "points", "relaxation", "corrector", "first_step")
+OPERATORS = ("time", "warp", "order", "prediction", "points", "relaxation", "corrector", "first_step")
 
 
 @dataclass(frozen=True)
@@ -132,6 +132,16 @@ def _mutate_time(s: dict, rng: random.Random, space: Space) -> None:
     s["steps"][k - 1]["t_next"] = space.time(min(max(new, lo + margin), hi - margin))
 
 
+def _mutate_warp(s: dict, rng: random.Random, space: Space) -> None:
+    """Move every interior time point at once: u -> u^gamma on the normalised log-SNR axis (a smooth re-spacing)."""
+    lams = _lams(s, space)
+    lo, hi = lams[0], lams[-1]
+    gamma = math.exp(rng.gauss(0.0, 0.15))
+    for k in range(1, len(lams) - 1):
+        u = (lams[k] - lo) / (hi - lo)
+        s["steps"][k - 1]["t_next"] = space.time(lo + (hi - lo) * u**gamma)
+
+
 def _mutate_order(s: dict, rng: random.Random, space: Space) -> None:
     i = rng.randrange(len(s["steps"]))
     step = s["steps"][i]
@@ -179,10 +189,10 @@ def _mutate_first_step(s: dict, rng: random.Random, space: Space) -> None:
     s["first_step"] = rng.choice(space.first_steps)
 
 
-_MUTATIONS = {"time": _mutate_time, "order": _mutate_order, "prediction": _mutate_prediction, "points": _mutate_points,
+_MUTATIONS = {"time": _mutate_time, "warp": _mutate_warp, "order": _mutate_order, "prediction": _mutate_prediction, "points": _mutate_points,
               "relaxation": _mutate_relaxation, "corrector": _mutate_corrector, "first_step": _mutate_first_step}
 #: how often each operator is drawn (time steps matter most at low NFE, USF sec. 5.3)
-WEIGHTS = {"time": 4, "order": 2, "prediction": 1, "points": 1, "relaxation": 1, "corrector": 1, "first_step": 1}
+WEIGHTS = {"time": 4, "warp": 2, "order": 2, "prediction": 1, "points": 1, "relaxation": 1, "corrector": 1, "first_step": 1}
 
 
 def mutate(schedule: dict, rng: random.Random, space: Space, count: int = 1) -> Optional[dict]:
@@ -217,7 +227,7 @@ def crossover(a: dict, b: dict, rng: random.Random, space: Space) -> Optional[di
 
 # --- encoding ----------------------------------------------------------------------------------------
 
-STEP_FEATURES = 1 + 1 + 1 + MAX_ORDER + len(RELAXATIONS) + 1 + 1 + len(CORRECTORS) + 1
+STEP_FEATURES = 1 + 2 + 1 + MAX_ORDER + len(RELAXATIONS) + 1 + 1 + len(CORRECTORS) + 1
 
 
 def encode(schedule: dict, space: Space) -> list[float]:
@@ -241,7 +251,8 @@ def encode(schedule: dict, space: Space) -> list[float]:
         corr = [0.0] * len(CORRECTORS)
         corr[CORRECTORS.index(st["corrector"]["type"])] = 1.0
         u = (space.lam(st["t_next"]) - lo) / (hi - lo)
-        out += [1.0, u, float(st["prediction"] == "data"), *order, *relax, coef, depth, *corr,
+        u_prev = (space.lam(schedule["steps"][i - 1]["t_next"]) - lo) / (hi - lo) if i else 0.0
+        out += [1.0, u, u - u_prev, float(st["prediction"] == "data"), *order, *relax, coef, depth, *corr,
                 st["corrector"].get("order", 0) / MAX_ORDER]
     first = [float(schedule["first_step"] == f) for f in ("none", "zero_x0", "mean_x0")]
     return out + first + [math.log(len(schedule["steps"]))]

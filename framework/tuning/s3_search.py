@@ -63,6 +63,17 @@ class Evaluated:
     error: float
     stage: int
     encoding: list = field(default_factory=list)
+    #: the true error of the schedule it was bred from (the geometric mean of both parents after a crossover;
+    #: its own for a starting point): with the encoding, what the predictor sees
+    parent_error: float = math.nan
+
+    def features(self) -> list:
+        return features(self.encoding, self.parent_error)
+
+
+def features(encoding: list, parent_error: float) -> list:
+    """The predictor's input: the decisions' encoding and the log of the parent's true error."""
+    return encoding + [math.log(max(min(parent_error, 1e3), 1e-12))]
 
 
 def schedule_key(schedule: dict) -> str:
@@ -99,20 +110,22 @@ def _seed(generator: torch.Generator) -> int:
     return int(torch.randint(0, 2**62, (1,), generator=generator))
 
 
-def _breed(parents: list[dict], count: int, rng: random.Random, space: Space, settings: SearchSettings,
-           seen: set) -> list[dict]:
+def _breed(parents: list[Evaluated], count: int, rng: random.Random, space: Space, settings: SearchSettings,
+           seen: set) -> list[tuple[dict, float]]:
+    """Up to `count` new (child, parent error) pairs: crossover of two parents or 1..max_mutations mutations of one."""
     out, keys = [], set()
     for _ in range(30 * count):
         if len(out) >= count:
             break
         if rng.random() < settings.crossover_rate and len(parents) > 1:
             a, b = rng.sample(parents, 2)
-            child = crossover(a, b, rng, space)
+            child, parent_error = crossover(a.schedule, b.schedule, rng, space), math.sqrt(a.error * b.error)
         else:
-            child = mutate(rng.choice(parents), rng, space, count=rng.randint(1, settings.max_mutations))
+            p = rng.choice(parents)
+            child, parent_error = mutate(p.schedule, rng, space, count=rng.randint(1, settings.max_mutations)), p.error
         key = None if child is None else schedule_key(child)
         if key is not None and key not in seen and key not in keys:
-            out.append(child)
+            out.append((child, parent_error))
             keys.add(key)
     return out
 
@@ -148,31 +161,32 @@ def s3_search(model, schedule: VPSchedule, nfe: int, x_T: torch.Tensor, budget: 
     history: list[float] = []
     bar = progress_bar(budget, progress, f"s3 search nfe={nfe}")
 
-    def evaluate(batch: list[dict], stage: int) -> None:
-        for s in batch:
+    def evaluate(batch: list[tuple[dict, float]], stage: int) -> None:
+        for s, parent_error in batch:
             if len(archive) >= budget:
                 return
             seen.add(schedule_key(s))
-            archive.append(Evaluated(s, true_error(s, denoiser, x_T, reference, mean), stage, encode(s, space)))
+            err = true_error(s, denoiser, x_T, reference, mean)
+            archive.append(Evaluated(s, err, stage, encode(s, space), err if math.isnan(parent_error) else parent_error))
             history.append(min(history[-1], archive[-1].error) if history else archive[-1].error)
             bar.update(1)
 
-    evaluate([s for s in start if schedule_key(s) not in seen], 0)
+    evaluate([(s, math.nan) for s in start if schedule_key(s) not in seen], 0)
     stage = 0
     while len(archive) < budget:
         stage += 1
         ranked = sorted(archive, key=lambda e: e.error)
-        parents = [e.schedule for e in ranked[: settings.parents] if math.isfinite(e.error)]
+        parents = [e for e in ranked[: settings.parents] if math.isfinite(e.error)]
         k = min(settings.per_stage, budget - len(archive))
         screened = settings.use_predictor and len(archive) >= 4
         pool = _breed(parents, settings.candidates if screened else k, rng, space, settings, seen)
         if not pool:
             break
         if screened:
-            predictor = Predictor(steps=settings.predictor_steps).fit([e.encoding for e in archive],
+            predictor = Predictor(steps=settings.predictor_steps).fit([e.features() for e in archive],
                                                                       [min(e.error, 1e3) for e in archive],
                                                                       seed=predictor_seed + stage)
-            scores = predictor.score([encode(s, space) for s in pool])
+            scores = predictor.score([features(encode(s, space), pe) for s, pe in pool])
             pool = [pool[j] for j in sorted(range(len(pool)), key=lambda j: scores[j])]
         evaluate(pool[:k], stage)
         if on_stage is not None:
@@ -228,3 +242,13 @@ def search_for_network(network, schedule: VPSchedule, prediction: str, nfe: int,
     if out is not None:
         save_schedule(found, out)
     return found
+
+
+def describe(schedule: dict) -> str:
+    """A one-line summary of a USF schedule's decisions: first step, orders, predictions, correctors, relaxations."""
+    steps = schedule["steps"]
+    corr = [s["corrector"]["type"][0] if s["corrector"]["type"] != "none" else "-" for s in steps]
+    relax = sorted({s["derivatives"][0]["relaxation"] for s in steps if s["derivatives"]} - {"none"})
+    return (f"first {schedule['first_step']}, orders {''.join(str(s['order']) for s in steps)}, "
+            f"pred {''.join(s['prediction'][0] for s in steps)}, corr {''.join(corr)}"
+            + (f", relax {'/'.join(relax)}" if relax else ""))
