@@ -31,7 +31,7 @@ import torch
 
 from ..diffusion.schedules import VPSchedule
 from ..samplers import build_sampler
-from ..samplers.deis import _cached_tab_weights, _rho, rho_ab_weights
+from ..samplers.deis import _cached_tab_weights, _rho, ab_degree, rho_ab_weights
 from ..samplers.dpm_solver import multistep_orders
 from ..samplers.exp_integrator import adams_bashforth_weights, finite_difference_weights, schedule_coefs, taylor_weights
 from ..samplers.usf_schedule import normalize_schedule
@@ -117,7 +117,7 @@ def _deis_steps(sampler, times: Sequence[float], schedule: VPSchedule) -> list[d
     o = sampler.options
     if o["method"] == "rho_rk":
         raise ValueError("usf_preset('deis'): method='rho_rk' is not a preset; allowed: 't_ab', 'rho_ab'")
-    r_max = o["ab_order"]
+    n = len(times) - 1
 
     def weights(i: int, r: int) -> list[float]:
         nodes = [times[i - j] for j in range(r + 1)]
@@ -125,7 +125,7 @@ def _deis_steps(sampler, times: Sequence[float], schedule: VPSchedule) -> list[d
             return list(_cached_tab_weights(schedule, tuple(nodes), times[i], times[i + 1]))
         return rho_ab_weights([_rho(schedule, v) for v in nodes], _rho(schedule, times[i]), _rho(schedule, times[i + 1]))
 
-    return _multistep_weights_steps(times, schedule, lambda i: min(r_max, i), weights)
+    return _multistep_weights_steps(times, schedule, lambda i: min(ab_degree(o, i, n), i), weights)
 
 
 def _ipndm_steps(sampler, times: Sequence[float], schedule: VPSchedule) -> list[dict]:

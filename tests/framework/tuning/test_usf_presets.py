@@ -33,6 +33,7 @@ CASES = [
     ("deis", dict(ab_order=2)),
     ("deis", dict(ab_order=3)),
     ("deis", dict(method="rho_ab", ab_order=2)),
+    ("deis", dict(ab_order=2, lower_order_final=True)),
     ("ipndm", {}),
 ]
 
