@@ -42,6 +42,7 @@ from framework.samplers import GRID_KINDS, build_sampler
 from framework.samplers.noise import randn, sample_generators
 from framework.tuning.s3_operators import Space, encode
 from framework.tuning.s3_predictor import Predictor, kendall_tau
+from framework.samplers.usf_schedule import save_schedule
 from framework.tuning.s3_search import SearchSettings, describe, s3_search, schedule_key
 from framework.tuning.usf_presets import usf_preset
 
@@ -153,7 +154,8 @@ def held_out_tau(trained_on: list, held_out: list, space: Space, seed: int) -> f
     return kendall_tau(predictor.score([encode(e.schedule, space) for e in test]), [e.error for e in test])
 
 
-def run_problem(problem: Problem, nfes: Sequence[int], budget: int, factor: int, seed: int, log) -> tuple[list, dict]:
+def run_problem(problem: Problem, nfes: Sequence[int], budget: int, factor: int, seed: int, log,
+                out: Optional[Path] = None) -> tuple[list, dict]:
     rows, histories = [], {}
     for nfe in nfes:
         t0 = time.perf_counter()
@@ -171,6 +173,9 @@ def run_problem(problem: Problem, nfes: Sequence[int], budget: int, factor: int,
         h_pred, h_plain = (found[u]["meta"]["search"]["history"] for u in (True, False))
         histories[nfe] = {"predictor": h_pred, "no_predictor": h_plain}
         searched = error(problem, build_sampler("usf", schedule=found[True], data_mean=problem.data_mean), None, True)
+        if out is not None:
+            tag = f"{problem.name.split()[0].lower().replace('-', '')}_nfe{nfe}"
+            save_schedule(found[True], out / "schedules" / f"{tag}.json", meta={"hand_made": chosen["label"]})
         need = evaluations_to_reach(h_plain, h_pred[-1])
         space = Space(nfe, problem.schedule)
         rows.append({
@@ -186,6 +191,42 @@ def run_problem(problem: Problem, nfes: Sequence[int], budget: int, factor: int,
         log(f"{problem.name} nfe={nfe}: hand-made {chosen['label']} {chosen['fresh']:.4g}, searched {searched:.4g} "
             f"({rows[-1]['gain']:+.0%}); {rows[-1]['seconds']:.0f}s")
     return rows, histories
+
+
+def hand_made_sampler(label: str):
+    """The hand-made configuration named '<variant label> / <grid>' (final_denoise off)."""
+    name, grid = label.rsplit(" / ", 1)
+    variant = next(v for v in VARIANTS if v.label == name)
+    return build_sampler(variant.sampler, **variant.options, grid=grid, final_denoise=False)
+
+
+def fid_rows(ckpt: str, rows: list, out: Path, features: str, n: int) -> list[dict]:
+    """FID/KID (the project's feature network at `features`) of `n` fresh samples (seed FRESH_SEED) from the searched
+    schedule and the chosen hand-made configuration at each NFE of the checkpoint problem."""
+    from framework.experiments import load_checkpoint
+    from framework.metrics.features import load_feature_network
+    from framework.metrics.image import ImageQuality
+    from framework.samplers.generate import generate_samples
+
+    experiment, module = load_checkpoint(ckpt)
+    module.eval()
+    extractor = load_feature_network(features).extractor
+    real = experiment.datamodule(module).real_images("train")
+    result = []
+    with module.ema_weights():
+        for r in (r for r in rows if r["problem"] != "2-D mixture (exact)"):
+            tag = f"{r['problem'].split()[0].lower()}_nfe{r['nfe']}"
+            for kind, sampler in (("hand-made", hand_made_sampler(r["hand-made (chosen on search noises)"])),
+                                  ("searched", build_sampler("usf", schedule=str(out / "schedules" / f"{tag}.json")))):
+                x, _ = generate_samples(module.net, module.schedule, sampler, r["nfe"], range(n), FRESH_SEED,
+                                        module.data_shape, prediction=module.prediction)
+                metric = ImageQuality(extractor, real)
+                metric.update(x, range(n))
+                q = metric.compute()
+                result.append({"nfe": r["nfe"], "sampler": kind if kind == "searched" else r["hand-made (chosen on search noises)"],
+                               "fid": q["fid"], "kid": q["kid_mean"], "kid_std": q["kid_std"]})
+                print(f"FID nfe={r['nfe']} {result[-1]['sampler']}: {q['fid']:.3f} KID {q['kid_mean']:.4f}", flush=True)
+    return result
 
 
 def plot(rows: list, histories: dict, path: Path, nfe_curve: int) -> None:
@@ -241,6 +282,8 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     p.add_argument("--no-oracle", action="store_true")
     p.add_argument("--cache-dir", default="runs/cache/reference")
     p.add_argument("--out", type=Path, default=Path(DEFAULT_OUT))
+    p.add_argument("--features", default=None, help="with --ckpt: a cached feature network (.pt) for FID/KID")
+    p.add_argument("--fid-samples", type=int, default=1000, help="fresh samples per FID/KID")
     a = p.parse_args(argv)
     torch.set_num_threads(max(1, min(torch.get_num_threads(), 2)))
     problems = [] if a.no_oracle else [oracle_problem(a.n_search, a.n_fresh)]
@@ -248,7 +291,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
         problems.append(checkpoint_problem(a.ckpt, a.n_search, a.n_fresh, a.cache_dir))
     rows, histories = [], {}
     for problem in problems:
-        r, h = run_problem(problem, a.nfe, a.budget, a.factor, a.seed, print)
+        r, h = run_problem(problem, a.nfe, a.budget, a.factor, a.seed, print, a.out)
         rows += r
         histories[problem.name] = h
     table = [{k: r[k] for k in COLUMNS} for r in rows]
@@ -256,8 +299,13 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     write_json(a.out / "histories.json", histories)
     plot(rows, histories, a.out / "usf_search.png", 5 if 5 in a.nfe else a.nfe[0])
     print(markdown_table(table), end="")
+    fid = []
+    if a.ckpt and a.features:
+        fid = fid_rows(a.ckpt, rows, a.out, a.features, a.fid_samples)
+        write_table(fid, a.out / "fid.csv", a.out / "fid.md")
+        print(markdown_table(fid), end="")
     print(f"\nresults in {a.out}")
-    return {"rows": rows, "histories": histories}
+    return {"rows": rows, "histories": histories, "fid": fid}
 
 
 if __name__ == "__main__":
