@@ -160,7 +160,7 @@ def taylor_weights(h: float, order: int, kind: str) -> list[float]:
     """c_k = int_{lambda_s}^{lambda_t} e^{sign (lambda_t - l)} (l - lambda_s)^k / k! dl = h^{k+1} phi_{k+1}(sign h), k < order.
 
     The coefficient of the k-th lambda-derivative of the model output in the Taylor-expanded exponential
-    integrator (USF eq. 5; DPM-Solver eq. 3.6 / DPM-Solver++ eq. 9 before the derivatives are replaced
+    integrator (USF sec. 3; DPM-Solver eq. 3.6 / DPM-Solver++ eq. 9 before the derivatives are replaced
     by differences).
     """
     sign = kernel_sign(kind)
@@ -168,7 +168,7 @@ def taylor_weights(h: float, order: int, kind: str) -> list[float]:
 
 
 def finite_difference_weights(offsets: Sequence[float], derivative: int) -> list[float]:
-    """a_j with f^(derivative)(lambda_s) ~ sum_j a_j (f(lambda_s + offsets_j) - f(lambda_s)) (USF sec. 3.2, eq. 6).
+    """a_j with f^(derivative)(lambda_s) ~ sum_j a_j (f(lambda_s + offsets_j) - f(lambda_s)) (USF sec. 3; official get_diff_derivative).
 
     Each point's difference is expanded to the order len(offsets): f_j - f_s = sum_i offsets_j^i / i! f^(i),
     and the system is solved for f^(derivative); exact when f is a polynomial of degree <= len(offsets).
@@ -189,7 +189,7 @@ def finite_difference_weights(offsets: Sequence[float], derivative: int) -> list
 
 def taylor_update_weights(lam_s: float, lam_t: float, kind: str,
                           estimators: Sequence[tuple[Sequence[float], float]]) -> tuple[float, list[list[float]]]:
-    """Weights of one Taylor-expanded step from lambda_s to lambda_t on the outputs (USF eq. 5-6).
+    """Weights of one Taylor-expanded step from lambda_s to lambda_t on the outputs (USF sec. 3).
 
     estimators[k - 1] = (lambdas of the points the k-th derivative is estimated from, factor on that
     estimate); the step's Taylor order is len(estimators) + 1. Returns (weight on the start output,

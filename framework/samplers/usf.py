@@ -1,14 +1,14 @@
 """USF, the unified sampling framework (Liu et al., ICLR 2024): one exponential-integrator solver driven by a schedule.
 
 Every step i from t_i to t_{i+1} (h = lambda_{i+1} - lambda_i) Taylor-expands the chosen model output
-(noise or data prediction) in lambda around t_i and integrates the expansion exactly (USF eq. 5):
+(noise or data prediction) in lambda around t_i and integrates the expansion exactly (USF sec. 3; official uni_sampler `update`):
 
     x_{i+1} = linear_part x_i + output_scale [h phi_1 m_i + sum_{k=1}^{p-1} h^{k+1} phi_{k+1} r_k m^(k)],
 
-with each derivative m^(k) estimated from earlier outputs by the difference system of eq. 6 and the
-first one optionally relaxed by a factor r_1 = 1 + O(h) (sec. 3.2). A corrector redoes the step with
-the output at t_{i+1} available (sec. 3.3), and the first evaluation may be replaced by an analytical
-x0 (sec. 3.4). The schedule of decisions is plain data (framework.samplers.usf_schedule); the update is
+with each derivative m^(k) estimated from earlier outputs by a difference system (official `get_diff_derivative`) and
+the first one optionally relaxed by a factor r_1 = 1 + O(h) (`relax_derivative`). A corrector redoes the
+step with the output at t_{i+1} available, and the first evaluation may be replaced by an analytical
+x0 (the official `sample` loop). The schedule of decisions is plain data (framework.samplers.usf_schedule); the update is
 the shared exponential-integrator core (exp_integrator.taylor_update_weights + exp_step), so DDIM,
 DPM-Solver(++), UniPC and DEIS are schedules of this one loop (framework.tuning.usf_presets).
 """
@@ -30,7 +30,7 @@ DEFAULT_ORDER = 3
 
 
 def relaxation_factor(derivative: dict, h: float, kind: str) -> float:
-    """The factor on an estimated derivative: its relaxation (USF sec. 3.2; official relax_derivative) times its scale.
+    """The factor on an estimated derivative: its relaxation (USF sec. 3; official relax_derivative) times its scale.
 
     With hh = -h (data prediction) or h (noise prediction): 'dpmsolver-2' and 'unipc-bh2' give
     hh (e^hh - 1) / (2 (e^hh - 1 - hh)), which turns the second-order Taylor step into DPM-Solver-2's
@@ -78,13 +78,13 @@ def evaluate(denoiser, x: torch.Tensor, t, alpha: float, sigma: float, lam: floa
 
 
 def analytical_point(x: torch.Tensor, x0: torch.Tensor, alpha: float, sigma: float, lam: float) -> _Point:
-    """The analytical first step (USF sec. 3.4): a guessed x0 (zero or the data mean) in place of an evaluation."""
+    """The analytical first step (USF sec. 3; official `afs`): a guessed x0 (zero or the data mean) in place of an evaluation."""
     x0 = x0.to(x.dtype).expand_as(x)
     return _Point(lam, (x - alpha * x0) / sigma, x0)
 
 
 def taylor_step(x: torch.Tensor, points: dict[int, _Point], lam_t: float, coefs, kind: str, derivatives: list[dict]) -> torch.Tensor:
-    """One USF update from the start point points[0] to lam_t (eq. 5-6) with the given derivative estimators.
+    """One USF update from the start point points[0] to lam_t (USF sec. 3) with the given derivative estimators.
 
     `points` maps offsets (0: the start, -j: j grid points back, +1: the new point) to evaluated points.
     """

@@ -5,24 +5,24 @@ Probabilistic Models", sec. 3-4) lists, for every step of the exponential-integr
 decisions that make it up. Here it is a mapping (or a JSON/YAML file holding one):
 
     t_start:    time the solve starts at (default: the noise schedule's t_max)
-    first_step: analytical first step (sec. 3.4): 'none' (evaluate the model at x_T), 'zero_x0' (take
+    first_step: analytical first step: 'none' (evaluate the model at x_T), 'zero_x0' (take
                 x0 = 0 there) or 'mean_x0' (take x0 = the data mean); the last two save one evaluation
     data_mean:  the data mean for 'mean_x0' (a number or a nested list of the sample shape), unless the
                 sampler's option data_mean gives it
     steps:      one mapping per step i (from t_i to t_{i+1}):
         t_next:      t_{i+1} (the time-step decision); the last one is t_min
-        prediction:  'noise' or 'data': which model output is Taylor-expanded in lambda (sec. 3.1)
-        order:       Taylor order 1-4 (sec. 3.1, eq. 5)
+        prediction:  'noise' or 'data': which model output is Taylor-expanded in lambda
+        order:       Taylor order 1-4
         derivatives: order - 1 estimators; the k-th estimates the k-th lambda-derivative from `points`
                      (offsets of grid points relative to t_i: -1 is t_{i-1}, ...; a corrector may use
-                     +1, the new point t_{i+1}) by the difference system of sec. 3.2 (eq. 6), which
-                     needs at least k points; `relaxation` (first derivative only, sec. 3.2):
+                     +1, the new point t_{i+1}) by the difference system of the official `get_diff_derivative`, which
+                     needs at least k points; `relaxation` (first derivative only):
                      'none', 'linear' (factor 1 + coefficient h), 'dpmsolver-2', 'unipc-bh1',
                      'unipc-bh2' (the factors that turn the Taylor step into DPM-Solver-2's and UniPC's
                      updates); `scale`: a constant factor (1 by default; the official third-order
                      DPM-Solver++ multistep uses 1/2 on the second derivative, and a linear multistep in
                      another variable, tAB-DEIS, one factor per derivative)
-        corrector:   {type: 'none' | 'pseudo' | 'implicit', order, derivatives} (sec. 3.3): after the step,
+        corrector:   {type: 'none' | 'pseudo' | 'implicit', order, derivatives}: after the step,
                      evaluate the model at t_{i+1} and redo the step from t_i with that point available
                      (+1). 'pseudo' (UniC-like) keeps the evaluation at the predicted point for the next
                      step (no extra NFE); 'implicit' evaluates again at the corrected point (+1 NFE).
@@ -180,7 +180,7 @@ def normalize_schedule(spec: Any) -> dict:
 
 
 def schedule_nfe(schedule: Mapping) -> int:
-    """Network evaluations a normalized schedule costs (USF sec. 3.3-3.4).
+    """Network evaluations a normalized schedule costs (USF sec. 3; the official `sample` loop).
 
     One at x_T unless the first step is analytical, one at the end of every step but the last (it
     serves the next step and a pseudo corrector), one more per implicit corrector before the last

@@ -1,4 +1,4 @@
-"""The evolutionary operators of S3 (Liu et al. 2024, sec. 4.2) over USF schedules, and their fixed-length encoding.
+"""The evolutionary operators of S3 (Liu et al. 2024, sec. 4) over USF schedules, and their fixed-length encoding.
 
 A schedule is a normalized plain mapping (framework.samplers.usf_schedule). Every operator returns a
 new one (the inputs are never modified), re-validated and repaired to spend exactly the searched NFE:
@@ -191,12 +191,12 @@ def _mutate_first_step(s: dict, rng: random.Random, space: Space) -> None:
 
 _MUTATIONS = {"time": _mutate_time, "warp": _mutate_warp, "order": _mutate_order, "prediction": _mutate_prediction, "points": _mutate_points,
               "relaxation": _mutate_relaxation, "corrector": _mutate_corrector, "first_step": _mutate_first_step}
-#: how often each operator is drawn (time steps matter most at low NFE, USF sec. 5.3)
+#: how often each operator is drawn (time steps matter most at low NFE)
 WEIGHTS = {"time": 4, "warp": 2, "order": 2, "prediction": 1, "points": 1, "relaxation": 1, "corrector": 1, "first_step": 1}
 
 
 def mutate(schedule: dict, rng: random.Random, space: Space, count: int = 1) -> Optional[dict]:
-    """`count` random mutations (sec. 4.2: time steps, orders, prediction types, estimators, relaxation,
+    """`count` random mutations (S3, sec. 4: time steps, orders, prediction types, estimators, relaxation,
     correctors, first step), then repaired to the NFE; None when the result cannot be repaired."""
     s = copy.deepcopy(schedule)
     names = list(WEIGHTS)

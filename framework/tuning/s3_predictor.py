@@ -1,4 +1,4 @@
-"""S3's performance predictor (Liu et al. 2024, sec. 4.3): a small network on a schedule's encoding, trained to rank.
+"""S3's performance predictor (Liu et al. 2024, sec. 4): a small network on a schedule's encoding, trained to rank.
 
 Only the order of schedules matters to the search, so the network is trained with a pairwise ranking
 loss (for every pair with err_i < err_j, softplus(score_i - score_j)) on the schedules evaluated so far,

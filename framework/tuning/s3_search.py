@@ -1,4 +1,4 @@
-"""S3 (Liu et al. 2024, sec. 4, Alg. 1): search a USF solver schedule for one model at a fixed NFE.
+"""S3 (Liu et al. 2024, sec. 4): search a USF solver schedule for one model at a fixed NFE.
 
 A true evaluation runs a candidate schedule from the given noises and measures its reference-solution
 error (mean ||x - x_ref|| / ||x_ref||, framework.metrics.relative_error) against a many-step solution of
@@ -135,7 +135,7 @@ def s3_search(model, schedule: VPSchedule, nfe: int, x_T: torch.Tensor, budget: 
               init: Optional[Sequence[dict]] = None, settings: SearchSettings = SearchSettings(),
               progress: bool = False, archive: Optional[list] = None,
               on_stage: Optional[Callable[[int, list], None]] = None) -> dict:
-    """The best USF schedule found for `model` at `nfe` within `budget` true evaluations (S3, Alg. 1).
+    """The best USF schedule found for `model` at `nfe` within `budget` true evaluations (S3).
 
     `model`: a Denoiser on `schedule`, or a network model(x, t) predicting `prediction`. `reference`: the
     reference solution from x_T (None: DPM-Solver++ 3M at 200 NFE on the quadratic grid, computed here).

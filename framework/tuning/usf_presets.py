@@ -1,6 +1,6 @@
 """The project's hand-made solvers as USF schedules: `usf_preset(name, nfe, schedule, **options)`.
 
-USF (Liu et al. 2024, sec. 3 and app. B) shows that the exponential-integrator solvers are choices of
+USF (Liu et al. 2024, sec. 3) shows that the exponential-integrator solvers are choices of
 its decisions. Each preset below builds the project's own sampler with the same options (so its
 options are validated there and its time grid is the one that sampler walks) and writes the decisions
 that reproduce that sampler's update at every step:
