@@ -30,7 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ckpt", required=True, action="append",
                    help="checkpoint written by train.py; give it twice for a product of two models "
                         "(--sampler fkc --option target=product)")
-    p.add_argument("--sampler", default=None, help="sampler name (see --list); required unless --calibrate-dc alone")
+    p.add_argument("--sampler", default=None,
+                   help="sampler name (see --list); required unless --calibrate-dc or --search-solver alone")
     p.add_argument("--nfe", type=int, default=None, help="number of network evaluations")
     p.add_argument("--option", action="append", default=[], help="sampler option key=value (repeatable)")
     p.add_argument("--num-samples", type=int, default=64)
@@ -48,6 +49,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--calibrate-dc", action="store_true",
                    help="first search DC-Solver's ratios (the checkpoint's evaluation.dc_calibration) and write "
                         "dc_ratios.json / dc_cpr.json next to the checkpoint")
+    p.add_argument("--search-solver", action="store_true",
+                   help="S3-search a USF solver schedule at --nfe for this checkpoint (settings: evaluation.solver_search) "
+                        "and save it next to it as usf_s3_nfe<k>.json; sample with --sampler usf --option schedule=<path>")
+    p.add_argument("--budget", type=int, default=None,
+                   help="with --search-solver: true evaluations (default: evaluation.solver_search.budget)")
     return p
 
 
@@ -62,9 +68,13 @@ def main(argv=None) -> int:
         return 0
     args = build_parser().parse_args(argv)
     try:
-        if args.sampler is None and not args.calibrate_dc:
-            raise ValueError("--sampler is required (unless --calibrate-dc alone)")
+        if args.sampler is None and not (args.calibrate_dc or args.search_solver):
+            raise ValueError("--sampler is required (unless --calibrate-dc or --search-solver alone)")
         args.options = parse_options(args.option)
+        if args.sampler is not None and args.search_solver:
+            raise ValueError("--search-solver searches a schedule; give it without --sampler")
+        if args.budget is not None and (args.budget <= 0 or not args.search_solver):
+            raise ValueError("--budget must be a positive integer and goes with --search-solver")
         if args.nfe is not None and args.nfe <= 0:
             raise ValueError(f"--nfe must be a positive integer, got {args.nfe}")
         if args.num_samples <= 0 or args.batch_size <= 0:

@@ -296,6 +296,26 @@ class ImageRefErr:
 
 
 @dataclass
+class SolverSearch:
+    """S3 search of a USF solver schedule (framework.tuning.s3_search) for the trained model, at each NFE in
+    `nfe`: after training when `after_fit`, or on demand (sample.py --search-solver --nfe K). True evaluations
+    are reference-solution errors (against `ref_err`'s solver, cached in its cache_dir) on the noises of
+    samples 0..num_samples-1 seeded by (seed, i): by default not the evaluation's seed, so the evaluation
+    measures the schedule on fresh noises. The schedule is saved next to the checkpoint
+    (checkpoints/usf_s3_nfe<k>.json); list it like any sampler: {name: usf, schedule: <path>, nfe: [k]}."""
+
+    nfe: List[int] = _list()
+    after_fit: bool = False
+    budget: int = 60
+    num_samples: int = 64
+    seed: int = 1
+    candidates: int = 256
+    per_stage: int = 6
+    use_predictor: bool = True
+    data_mean: bool = True  # allow the 'mean_x0' analytical first step with the training data's mean
+
+
+@dataclass
 class ImageFeatures:
     """The feature network (framework.metrics.features DEFAULTS)."""
 
@@ -401,6 +421,7 @@ class ImageEvaluationSection(EvaluationSection):
     metrics: ImageMetrics = field(default_factory=ImageMetrics)
     ref_err: ImageRefErr = field(default_factory=ImageRefErr)
     dc_calibration: DCCalibration = field(default_factory=DCCalibration)
+    solver_search: SolverSearch = field(default_factory=SolverSearch)
 
 
 @dataclass

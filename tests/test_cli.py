@@ -91,3 +91,26 @@ def test_sample_cli_fkc_guidance_with_label(tiny_conditional, tmp_path):
               "--option", "num_particles=4", "--label", "3", "--guidance-scale", "2.0", "--nfe", "4",
               "--num-samples", "8", "--batch-size", "6", "--out", str(tmp_path), check=False)
     assert bad.returncode == 2 and "batch_size=6 must be a multiple of the sampler's population of 4" in bad.stderr
+
+
+@pytest.mark.slow  # three sample.py processes (~25 s)
+def test_search_solver_saves_a_schedule_next_to_the_checkpoint_that_samples_and_is_tied_to_it(tiny_run, tmp_path):
+    import json
+    import shutil
+
+    ckpt = tmp_path / "last.ckpt"
+    shutil.copy(tiny_run / "checkpoints" / "last.ckpt", ckpt)
+    proc = run("sample.py", "--ckpt", str(ckpt), "--search-solver", "--nfe", "4", "--budget", "10")
+    path = tmp_path / "usf_s3_nfe4.json"
+    assert "after 10 true evaluations" in proc.stdout and path.is_file()
+    saved = json.loads(path.read_text())
+    assert saved["meta"]["search"]["nfe"] == 4 and saved["meta"]["fitted_for"]["weights"]
+    out = tmp_path / "samples"
+    proc = run("sample.py", "--ckpt", str(ckpt), "--sampler", "usf", "--option", f"schedule={path}", "--num-samples", "4",
+               "--out", str(out))
+    assert "nfe=4" in proc.stdout
+    saved["meta"]["fitted_for"]["weights"] = "0" * 64
+    path.write_text(json.dumps(saved))
+    proc = run("sample.py", "--ckpt", str(ckpt), "--sampler", "usf", "--option", f"schedule={path}", "--out", str(out),
+               check=False)
+    assert proc.returncode == 2 and "searched for another model" in proc.stderr

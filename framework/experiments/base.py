@@ -101,6 +101,9 @@ class Experiment:
         """sample.py: sample with args.sampler at args.nfe into args.out; --evaluate scores them too, and with
         --sampler config only the checkpoint's evaluation set runs. The evaluation is validated first, so a
         bad request fails before anything is sampled."""
+        if getattr(args, "search_solver", False):
+            self.search_solver_cli(args, module)
+            return
         self.check_cli(args)
         models = 1 + len(getattr(args, "experts", []))
         if models > 1 and args.evaluate:
@@ -122,6 +125,11 @@ class Experiment:
     def calibrate_cli(self, args, module) -> None:
         """sample.py --calibrate-dc: only experiments with DC-Solver calibration support it."""
         raise ValueError(f"--calibrate-dc needs an image (kind: score) checkpoint, this one is kind {self.kind!r}")
+
+    def search_solver_cli(self, args, module) -> None:
+        """sample.py --search-solver: search a USF solver schedule for the checkpoint (continuous samplers only)."""
+        raise ValueError(f"--search-solver searches continuous solvers; this is a {self.kind!r} checkpoint, whose samplers "
+                         f"are {self.family}")
 
     def write_samples(self, args, module, sampler) -> None:
         """sample.py's outputs for one sampler (files named by sampler_label and the NFE) into args.out."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 from contextlib import ExitStack
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import torch
@@ -19,7 +20,8 @@ from ..samplers.generate import generate_samples
 from ..samplers.labels import sampler_label
 from ..tuning.dc_artifacts import artifact_paths, is_calibrated_entry, resolve_calibrated
 from ..tuning.dc_calibration import calibrate_dc, calibration_summary
-from ..tuning.reference import state_hash
+from ..tuning.reference import ReferenceSolver, state_hash
+from ..tuning.s3_search import SearchSettings, check_fitted, describe, search_for_network, searched_schedule_path
 from .base import Experiment
 
 DATASETS = ("digits", "files", "gmm")
@@ -104,10 +106,13 @@ class ImageExperiment(Experiment):
         return {**section, "samplers": samplers}
 
     def evaluate(self, module, datamodule, out_dir: Path, tag: str = "final", section=None) -> list[dict]:
-        """The shared evaluation, with calibrated DC ratios read from next to the checkpoint."""
+        """The shared evaluation, with calibrated DC ratios read from next to the checkpoint; a usf schedule searched
+        for other weights is refused first."""
         section = self.config["evaluation"] if section is None else section
         folder = Path(self.checkpoint_dir) if self.checkpoint_dir is not None else Path(out_dir) / "checkpoints"
-        return super().evaluate(module, datamodule, out_dir, tag, self.with_calibrated_ratios(section, module, folder))
+        section = self.with_calibrated_ratios(section, module, folder)
+        self.check_fitted_samplers(module, [e.sampler for e in self.evaluation_settings(section).entries])
+        return super().evaluate(module, datamodule, out_dir, tag, section)
 
     def sample(self, args, module) -> None:
         self.checkpoint_dir = Path(args.ckpt).parent
@@ -159,6 +164,7 @@ class ImageExperiment(Experiment):
                 raise ValueError("--label needs a class-conditional model (model.class_conditional=true)")
             labels = torch.full((args.num_samples,), int(args.label), dtype=torch.long)
         device = torch.device(args.device)
+        self.check_fitted_samplers(module, [sampler])
         modules = [module, *getattr(args, "experts", [])]
         for other in modules[1:]:
             if other.schedule.to_config() != module.schedule.to_config() or other.prediction != module.prediction:
@@ -185,7 +191,70 @@ class ImageExperiment(Experiment):
                                           "experts": [str(p) for p in getattr(args, "expert_paths", [])]})
         print(f"wrote {len(samples)} samples ({sampler.name}, nfe={stats['nfe']}, {stats['seconds']:.2f}s) to {out / (name + '.png')}")
 
+    # --- S3 solver-schedule search --------------------------------------------------------
+    def after_fit(self, module, datamodule, out_dir: Path) -> dict:
+        """The base report, then (with evaluation.solver_search.after_fit) the S3 search at its NFEs."""
+        search = self.config["evaluation"]["solver_search"]
+        summary = {}
+        if search["after_fit"] and search["nfe"]:
+            rows = self.search_solvers(module, datamodule, out_dir / "checkpoints", search["nfe"])
+            write_table(rows, out_dir / "checkpoints" / "usf_s3.csv", out_dir / "checkpoints" / "usf_s3.md")
+            summary["solver_search"] = rows
+        return {**super().after_fit(module, datamodule, out_dir), **summary}
+
+    def search_solvers(self, module: ScoreDiffusion, datamodule, folder: Path, nfes, progress: bool = False,
+                       budget: Optional[int] = None) -> list[dict]:
+        """S3 at each NFE for the EMA weights (evaluation.solver_search; `budget` overrides its budget), schedules
+        saved as folder/usf_s3_nfe<k>.json."""
+        section, ref = self.config["evaluation"]["solver_search"], self.config["evaluation"]["ref_err"]
+        budget = int(section["budget"]) if budget is None else int(budget)
+        solver = ReferenceSolver(sampler=dict(ref["sampler"]), nfe=int(ref["nfe"]), cache_dir=ref["cache_dir"])
+        settings = SearchSettings(candidates=int(section["candidates"]), per_stage=int(section["per_stage"]),
+                                  use_predictor=bool(section["use_predictor"]))
+        mean = data_mean(datamodule) if section["data_mean"] else None
+        rows = []
+        with module.ema_weights():
+            for nfe in nfes:
+                path = searched_schedule_path(folder / "last.ckpt", int(nfe))
+                found = search_for_network(module.net, module.schedule, module.prediction, int(nfe), budget,
+                                           int(section["seed"]), int(section["num_samples"]), module.data_shape, out=path,
+                                           reference_solver=solver, data_mean=mean, settings=settings, progress=progress,
+                                           device=module.device)
+                meta = found["meta"]["search"]
+                rows.append({"nfe": int(nfe), "ref_err": meta["error"], "evaluations": meta["evaluations"],
+                             "decisions": describe(found), "schedule": str(path)})
+        return rows
+
+    def search_solver_cli(self, args, module) -> None:
+        """sample.py --search-solver [--nfe K]: search next to --ckpt (at --nfe, else the section's NFEs) and print the table."""
+        nfes = [args.nfe] if args.nfe is not None else self.config["evaluation"]["solver_search"]["nfe"]
+        if not nfes:
+            raise ValueError("--search-solver needs --nfe K (or evaluation.solver_search.nfe in the checkpoint's config)")
+        module.to(args.device)
+        rows = self.search_solvers(module, self.datamodule(module), Path(args.ckpt).parent, nfes, progress=True,
+                                   budget=getattr(args, "budget", None))
+        for r in rows:
+            print(f"nfe={r['nfe']}: ref_err {r['ref_err']:.4g} after {r['evaluations']} true evaluations; "
+                  f"{r['decisions']}; saved to {r['schedule']}")
+
+    def check_fitted_samplers(self, module, samplers) -> None:
+        """Refuse a usf sampler whose schedule file was searched for other weights or another schedule."""
+        for sampler in samplers:
+            spec = sampler.options.get("schedule") if sampler.name == "usf" else None
+            if isinstance(spec, str):
+                with module.ema_weights():
+                    check_fitted(spec, module.net, module.schedule, module.prediction)
+
     def cli_evaluation(self, args) -> dict:
         evaluation = super().cli_evaluation(args)
         evaluation["guidance_scale"] = args.guidance_scale
         return evaluation
+
+
+def data_mean(datamodule) -> list | None:
+    """The training data's mean sample (nested list), for the 'mean_x0' analytical first step; None when unknown."""
+    for name in ("real_images", "real_samples"):
+        if hasattr(datamodule, name):
+            return getattr(datamodule, name)("train").to(torch.float64).mean(0).tolist()
+    return None
+

@@ -8,7 +8,7 @@ Importing this package does not import Lightning or any network class.
 
 from . import ddim  # noqa: F401  (registers ddpm, ddim)
 from . import deis, pndm  # noqa: F401  (registers deis, ipndm, pndm)
-from . import dpm_solver, unipc  # noqa: F401  (registers dpmsolver++, unipc)
+from . import dpm_solver, unipc, usf  # noqa: F401  (registers dpmsolver++, unipc, usf)
 from . import dc_solver  # noqa: F401  (registers dc_solver: UniPC with dynamic compensation)
 from . import fkc  # noqa: F401  (registers fkc: Feynman-Kac correctors with SMC resampling)
 from . import masked  # noqa: F401  (registers mdlm_tstep, fhs, fhs_parallel: token samplers)

@@ -151,3 +151,57 @@ def adams_bashforth_weights(order: int) -> list[float]:
     if isinstance(order, bool) or not isinstance(order, int) or order < 1:
         raise ValueError(f"Adams-Bashforth order must be an integer >= 1, got {order!r}")
     return lagrange_integral_weights([-float(j) for j in range(order)], 0.0, 1.0)
+
+
+# --- Taylor expansions in lambda with estimated derivatives (USF) -----------------------------------
+
+
+def taylor_weights(h: float, order: int, kind: str) -> list[float]:
+    """c_k = int_{lambda_s}^{lambda_t} e^{sign (lambda_t - l)} (l - lambda_s)^k / k! dl = h^{k+1} phi_{k+1}(sign h), k < order.
+
+    The coefficient of the k-th lambda-derivative of the model output in the Taylor-expanded exponential
+    integrator (USF sec. 3; DPM-Solver eq. 3.6 / DPM-Solver++ eq. 9 before the derivatives are replaced
+    by differences).
+    """
+    sign = kernel_sign(kind)
+    return [h ** (k + 1) * phi(k + 1, sign * h) for k in range(order)]
+
+
+def finite_difference_weights(offsets: Sequence[float], derivative: int) -> list[float]:
+    """a_j with f^(derivative)(lambda_s) ~ sum_j a_j (f(lambda_s + offsets_j) - f(lambda_s)) (USF sec. 3; official get_diff_derivative).
+
+    Each point's difference is expanded to the order len(offsets): f_j - f_s = sum_i offsets_j^i / i! f^(i),
+    and the system is solved for f^(derivative); exact when f is a polynomial of degree <= len(offsets).
+    """
+    n = len(offsets)
+    if not 1 <= derivative <= n:
+        raise ValueError(f"the derivative of order {derivative} needs at least {derivative} points besides "
+                         f"the start point, got {n}")
+    d = np.asarray(offsets, dtype=np.float64)
+    if len(set(d.tolist())) != n or bool((d == 0).any()):
+        raise ValueError(f"difference points must be distinct and differ from the start point, got offsets {list(d)}")
+    taylor = np.stack([d**i / math.factorial(i) for i in range(1, n + 1)], axis=1)  # rows: points, cols: orders
+    unit = np.zeros(n)
+    unit[derivative - 1] = 1.0
+    # f^(derivative) = e^T T^{-1} delta, so a = T^{-T} e
+    return list(np.linalg.solve(taylor.T, unit))
+
+
+def taylor_update_weights(lam_s: float, lam_t: float, kind: str,
+                          estimators: Sequence[tuple[Sequence[float], float]]) -> tuple[float, list[list[float]]]:
+    """Weights of one Taylor-expanded step from lambda_s to lambda_t on the outputs (USF sec. 3).
+
+    estimators[k - 1] = (lambdas of the points the k-th derivative is estimated from, factor on that
+    estimate); the step's Taylor order is len(estimators) + 1. Returns (weight on the start output,
+    [weights on each estimator's points]), so that with exp_step the update is
+    x_t = linear_part x_s + output_scale [c_0 m_s + sum_k factor_k c_k sum_j a_kj (m_j - m_s)].
+    """
+    h = float(lam_t) - float(lam_s)
+    coefs = taylor_weights(h, len(estimators) + 1, kind)
+    start, per_point = coefs[0], []
+    for k, (lams, factor) in enumerate(estimators, start=1):
+        a = finite_difference_weights([float(v) - float(lam_s) for v in lams], k)
+        w = [coefs[k] * float(factor) * aj for aj in a]
+        start -= sum(w)
+        per_point.append(w)
+    return start, per_point

@@ -338,3 +338,28 @@ def report() -> None:  # pragma: no cover - a measurement, run by hand
 
 if __name__ == "__main__":  # pragma: no cover
     report()
+
+
+def test_lower_order_final_lowers_the_last_degrees_and_helps_on_the_uniform_grid_at_low_nfe():
+    """With lower_order_final the degree of step i is min(r, i, steps - 1 - i) (the last step is DDIM): on the
+    uniform time grid at NFE 5 (2-D mixture, DDPM schedule) tAB r = 2 then lands closer to the exact ODE solution
+    (measured 0.298 against 0.464 at full order; diffusers' DEIS order 3, which lowers too, 0.329)."""
+    from framework.diffusion import Denoiser, DiscreteVPSchedule
+    from framework.oracles import GaussianMixture
+    from framework.samplers import build_sampler
+    from framework.samplers.deis import ab_degree
+
+    assert [ab_degree({"ab_order": 2, "lower_order_final": True}, i, 5) for i in range(5)] == [2, 2, 2, 1, 0]
+    assert [ab_degree({"ab_order": 2}, i, 5) for i in range(5)] == [2] * 5
+    schedule = DiscreteVPSchedule.linear()
+    mixture = GaussianMixture.random(components=4, dim=2, seed=0)
+    x_T = torch.randn(200, 2, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    exact = mixture.ode_solution(x_T, schedule)
+    errors = {}
+    for lower in (False, True):
+        sampler = build_sampler("deis", ab_order=2, grid="time_uniform", lower_order_final=lower, final_denoise=False)
+        out = sampler.sample(Denoiser(mixture.eps_model(schedule), schedule), x_T, 5, schedule)
+        errors[lower] = float((out - exact).norm(dim=1).mean())
+    assert errors[True] < 0.75 * errors[False], errors
+    with pytest.raises(ValueError, match="lower_order_final=True applies only to method 't_ab' or 'rho_ab'"):
+        build_sampler("deis", method="rho_rk", lower_order_final=True)
