@@ -32,6 +32,13 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     return path
 
 
+def atomic_torch_save(path: str | Path, obj) -> Path:
+    """torch.save of `obj` into `path`, atomically (caches of tensors and weights)."""
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    return atomic_write_bytes(path, buf.getvalue())
+
+
 def atomic_write_text(path: str | Path, text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"))
 

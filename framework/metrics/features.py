@@ -21,7 +21,7 @@ from torch.nn import functional as F
 
 from models.classifier import FeatureExtractor, SmallClassifier
 
-from ..io import atomic_write_bytes
+from ..io import atomic_torch_save
 
 FEATURE_KINDS = ("classifier", "random")
 DEFAULTS = {"kind": "classifier", "widths": [16, 32, 64], "epochs": 20, "batch_size": 128, "lr": 2e-3, "seed": 0,
@@ -112,9 +112,7 @@ def _save(path: Path, extractor: FeatureExtractor, settings: dict, info: dict) -
     net = extractor.classifier
     payload = {"state_dict": extractor.state_dict(), "widths": list(settings["widths"]),
                "in_channels": net.body[0].in_channels, "num_classes": net.head.out_features, "info": info}
-    buf = io.BytesIO()
-    torch.save(payload, buf)
-    atomic_write_bytes(path, buf.getvalue())
+    atomic_torch_save(path, payload)
 
 
 def load_feature_network(path: str | Path) -> FeatureNetwork:

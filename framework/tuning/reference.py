@@ -14,7 +14,6 @@ checkpoint and noises share it.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +23,7 @@ import torch
 
 from ..diffusion.denoiser import Denoiser
 from ..diffusion.schedules import VPSchedule
-from ..io import atomic_write_bytes
+from ..io import atomic_torch_save
 from ..samplers import build_from_config
 from ..samplers.generate import generate_samples
 
@@ -79,7 +78,17 @@ def reference_key(network, schedule: VPSchedule, prediction: str, solver: Refere
     spec = {"weights": weights, "schedule": schedule.to_config(), "prediction": prediction,
             "solver": solver.sampler, "nfe": solver.nfe, "seed": int(seed), "indices": [int(i) for i in indices],
             "shape": list(shape), "dtype": str(dtype), "guidance": guidance}
+    return _hash_spec(spec)
+
+
+def _hash_spec(spec: dict) -> str:
+    """The cache key of a JSON-able description of what a cached result depends on."""
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:24]
+
+
+def _cache_path(solver: ReferenceSolver, kind: str, key: str) -> Optional[Path]:
+    """Where a cached result of `kind` lives (None: the solver keeps nothing on disk, or the key is empty)."""
+    return None if solver.cache_dir is None or not key else Path(solver.cache_dir) / f"{kind}_{key}.pt"
 
 
 @torch.no_grad()
@@ -93,7 +102,7 @@ def reference_solution(network: Callable, schedule: VPSchedule, indices: Sequenc
     guidance = {"labels": None if labels is None else [int(v) for v in labels], "scale": float(guidance_scale),
                 "uncond_label": uncond_label}
     key = reference_key(network, schedule, prediction, solver, seed, indices, shape, dtype, guidance)
-    path = None if solver.cache_dir is None or not key else Path(solver.cache_dir) / f"reference_{key}.pt"
+    path = _cache_path(solver, "reference", key)
     if path is not None and path.is_file():
         cached = torch.load(path, map_location="cpu", weights_only=True)
         return Reference(indices, cached["x"], cached["x0"], key)
@@ -108,9 +117,7 @@ def reference_solution(network: Callable, schedule: VPSchedule, indices: Sequenc
         x0.append(den.x0(x[start: start + batch_size].to(device), t_min).cpu())
     x0 = torch.cat(x0) if x0 else x.clone()
     if path is not None:
-        buf = io.BytesIO()
-        torch.save({"x": x, "x0": x0}, buf)
-        atomic_write_bytes(path, buf.getvalue())
+        atomic_torch_save(path, {"x": x, "x0": x0})
     return Reference(indices, x, x0, key)
 
 
@@ -138,7 +145,7 @@ def trajectory_key(denoiser: Denoiser, solver: ReferenceSolver, x_T: torch.Tenso
             "shape": list(x_T.shape), "dtype": str(x_T.dtype),
             "guidance": {"labels": None if labels is None else [int(v) for v in labels.reshape(-1)],
                          "scale": denoiser.guidance_scale, "uncond_label": denoiser.uncond_label}}
-    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:24]
+    return _hash_spec(spec)
 
 
 @torch.no_grad()
@@ -151,7 +158,7 @@ def reference_trajectory(denoiser: Denoiser, x_T: torch.Tensor, grid: torch.Tens
     denoiser's network is a torch module.
     """
     key = trajectory_key(denoiser, solver, x_T, grid)
-    path = None if solver.cache_dir is None or not key else Path(solver.cache_dir) / f"trajectory_{key}.pt"
+    path = _cache_path(solver, "trajectory", key)
     if path is not None and path.is_file():
         return torch.load(path, map_location="cpu", weights_only=True)["states"].to(x_T.device)
     fine, m = fine_grid(grid.to(torch.float64).cpu(), solver.nfe)
@@ -164,7 +171,5 @@ def reference_trajectory(denoiser: Denoiser, x_T: torch.Tensor, grid: torch.Tens
     solver.build().sample(denoiser, x_T, None, denoiser.schedule, callback=keep, timesteps=fine.to(x_T.device))
     states = torch.stack(states)
     if path is not None:
-        buf = io.BytesIO()
-        torch.save({"states": states.cpu()}, buf)
-        atomic_write_bytes(path, buf.getvalue())
+        atomic_torch_save(path, {"states": states.cpu()})
     return states

@@ -30,6 +30,7 @@ from ..samplers import build_sampler
 from ..samplers.base import progress_bar
 from ..samplers.noise import randn, sample_generators
 from ..samplers.usf_schedule import load_schedule, normalize_schedule, save_schedule
+from ..schema import SolverSearch
 from .reference import ReferenceSolver, reference_solution, state_hash
 from .s3_operators import Space, crossover, encode, mutate
 from .s3_predictor import Predictor
@@ -46,11 +47,11 @@ class SearchSettings:
     """How the search spends its budget: parents kept, candidates bred per stage, true evaluations per stage."""
 
     parents: int = 8
-    candidates: int = 256
-    per_stage: int = 6
+    candidates: int = SolverSearch.candidates  # the config's defaults (evaluation.solver_search), defined once
+    per_stage: int = SolverSearch.per_stage
     crossover_rate: float = 0.25
     max_mutations: int = 2
-    use_predictor: bool = True
+    use_predictor: bool = SolverSearch.use_predictor
     predictor_steps: int = 300
     first_steps: tuple = ("none", "zero_x0")
 
